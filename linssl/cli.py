@@ -1,0 +1,73 @@
+"""The ``linssl`` command: one subcommand per face of the toolkit.
+
+Each subcommand lives in its own module exposing ``configure(parser)`` and ``run(args) -> int``;
+this file only maps names to modules (imported lazily, so ``linssl simulate`` never imports torch
+vision code or matplotlib it does not need). User errors (``LinsslError``) and argparse errors
+become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from linssl.errors import LinsslError
+
+#: subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("linssl.simulate", "linear siamese network: flow / GD / SGD against the closed forms"),
+    "check": ("theory_checks.cli", "verify every theorem prediction numerically"),
+    "sample-complexity": ("linssl.sample_complexity", "downstream risk: learned representation vs raw input"),
+    "figures": ("linssl.figures.cli", "regenerate every figure from computed data"),
+    "deep-train": ("linssl.deep.cli_train", "train a ResNet with DirectCopy / DirectPred / ..."),
+    "deep-eval": ("linssl.deep.cli_eval", "linear probe and kNN on a (finished or interrupted) run"),
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
+    """Run a command, turning user errors into one line on stderr and exit code 2."""
+    try:
+        return int(func(args) or 0)
+    except LinsslError as exc:
+        sys.stderr.write(f"{prog}: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return 130
+
+
+def command_main(module_name: str, prog: str, argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``python -m <module>``: parse with the module's flags and run it."""
+    module = importlib.import_module(module_name)
+    parser = OneLineParser(prog=prog, description=(module.__doc__ or "").strip().splitlines()[0])
+    module.configure(parser)
+    args = parser.parse_args(argv)
+    return run_guarded(module.run, args, prog)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = OneLineParser(prog="linssl", description="linssl: non-contrastive SSL theory and practice")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        top.parse_args(argv)  # prints help, or a one-line error for an unknown command
+        return 0
+    name = argv[0]
+    return command_main(COMMANDS[name][0], f"linssl {name}", argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,388 @@
+"""Dynamics of the linear siamese network (SPEC §2–§3), batched over runs.
+
+State: online W (B, m, d); a trained predictor W_p (B, m, m) for the ``trainable`` rule; an EMA
+target W_a (B, m, d) for ``target="ema"``. With Σ₁ = X + X' (views), X = E[x1 x2ᵀ], the target
+scale τ and weight decay η (per run):
+
+    dW/dt   = −W_pᵀ (W_p W Σ₁ − τ W_a X) − η W                       (W_a = W for stop-gradient)
+    dW_p/dt = α_p (−W_p W Σ₁ Wᵀ + τ W_a X Wᵀ) − η_p W_p             (trainable predictor)
+    dW_a/dt = β (W − W_a)                                            (EMA target)
+
+and for direct rules W_p = rule(F) with F = W Σ₁ Wᵀ (``aug``) or W X Wᵀ (``clean``).
+
+Three integrators share this vector field: ``flow`` (scipy ``solve_ivp``, stopped by a
+convergence test max|dstate/dt| < tol), ``gd`` (Euler steps of size lr — the same field, so the
+discrete EMA momentum is m = 1 − lr β) and ``sgd`` (sampled views, symmetrised loss, the running
+F̂ estimate with EMA ρ and a predictor reset every ``freq`` steps).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.integrate import solve_ivp
+
+from linssl.data import DTYPE, DataModel, ViewSampler
+from linssl.errors import DivergenceError, LinsslError
+from linssl.predictors import CorrelationEMA, PredictorRule
+
+TARGETS = ("stopgrad", "ema")
+DIVERGENCE_LIMIT = 1e6
+
+
+@dataclass(frozen=True)
+class DynamicsConfig:
+    """What is integrated. ``wd`` may be a float or one value per run (a batch sweep).
+
+    ema_rate β: dW_a/dt = β (W − W_a) (discrete momentum m = 1 − lr β); target_scale τ;
+    pred_lr α_p and pred_wd η_p (default η) for the trainable predictor.
+    """
+
+    rule: PredictorRule
+    wd: float | tuple[float, ...] = 0.05
+    target: str = "stopgrad"
+    ema_rate: float = 1.0
+    target_scale: float = 1.0
+    pred_lr: float = 1.0
+    pred_wd: float | None = None
+
+    def __post_init__(self) -> None:
+        wds = self.wd if isinstance(self.wd, tuple) else (self.wd,)
+        if any(not (math.isfinite(w) and w >= 0) for w in wds):
+            raise LinsslError(f"weight decay must be a non-negative number, got {self.wd}")
+        if self.target not in TARGETS:
+            raise LinsslError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if not (self.ema_rate > 0 and math.isfinite(self.ema_rate)):
+            raise LinsslError(f"ema rate must be positive, got {self.ema_rate}")
+
+    def wd_tensor(self, batch: int) -> torch.Tensor:
+        wd = torch.as_tensor(self.wd, dtype=DTYPE).reshape(-1)
+        if wd.numel() not in (1, batch):
+            raise LinsslError(f"{wd.numel()} weight decays for a batch of {batch} runs")
+        return wd.expand(batch).reshape(batch, 1, 1)
+
+
+@dataclass
+class State:
+    """Batched network state; ``Wp``/``Wa`` are ``None`` when derived (direct rule / stop-gradient)."""
+
+    W: torch.Tensor
+    Wp: torch.Tensor | None = None
+    Wa: torch.Tensor | None = None
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (self.W, self.Wp, self.Wa) if t is not None]
+
+    def step(self, velocity: State, lr: float) -> State:
+        """Euler step: each present tensor t ← t + lr · dt."""
+        pairs = zip((self.W, self.Wp, self.Wa), (velocity.W, velocity.Wp, velocity.Wa), strict=True)
+        return State(*(None if t is None else t + lr * dt for t, dt in pairs))
+
+    def pack(self) -> np.ndarray:
+        return np.concatenate([t.reshape(-1).numpy() for t in self.tensors()])
+
+    def unpack(self, flat: np.ndarray) -> State:
+        out, start = [], 0
+        for t in (self.W, self.Wp, self.Wa):
+            if t is None:
+                out.append(None)
+                continue
+            out.append(torch.from_numpy(flat[start : start + t.numel()]).reshape(t.shape))
+            start += t.numel()
+        return State(*out)
+
+    def clone(self) -> State:
+        return State(*(None if t is None else t.clone() for t in (self.W, self.Wp, self.Wa)))
+
+    def max_abs(self) -> float:
+        return max(float(t.abs().max()) for t in self.tensors())
+
+
+@dataclass
+class Problem:
+    """A batch of runs: population moments (broadcast to (B, d, d)) and the dynamics config."""
+
+    data_cov: torch.Tensor
+    view_cov: torch.Tensor
+    config: DynamicsConfig
+    batch: int
+
+    @classmethod
+    def from_models(cls, models: DataModel | list[DataModel], config: DynamicsConfig, batch: int = 1) -> Problem:
+        models = [models] if isinstance(models, DataModel) else list(models)
+        X = torch.stack([m.data_cov for m in models])
+        V = torch.stack([m.view_cov for m in models])
+        if len(models) not in (1, batch):
+            raise LinsslError(f"{len(models)} data models for a batch of {batch} runs")
+        return cls(X.expand(batch, -1, -1), V.expand(batch, -1, -1), config, batch)
+
+    @property
+    def wd(self) -> torch.Tensor:
+        return self.config.wd_tensor(self.batch)
+
+    def correlation(self, W: torch.Tensor) -> torch.Tensor:
+        """F = W Σ₁ Wᵀ (aug) or W X Wᵀ (clean)."""
+        C = self.view_cov if self.config.rule.f_source == "aug" else self.data_cov
+        return W @ C @ W.mT
+
+    def predictor(self, state: State) -> torch.Tensor:
+        """The W_p in force: the trained one, or the direct rule applied to the population F."""
+        if state.Wp is not None:
+            return state.Wp
+        return self.config.rule(self.correlation(state.W))
+
+    def target(self, state: State) -> torch.Tensor:
+        """τ W_a (W_a = W for stop-gradient)."""
+        Wa = state.W if state.Wa is None else state.Wa
+        return self.config.target_scale * Wa
+
+    def velocity(self, state: State, Wp: torch.Tensor | None = None) -> State:
+        """The expected-gradient vector field d(state)/dt (module docstring)."""
+        cfg = self.config
+        W, X, V = state.W, self.data_cov, self.view_cov
+        Wp = self.predictor(state) if Wp is None else Wp
+        target = self.target(state)
+        residual = Wp @ W @ V - target @ X  # E[(W_p W x1 − τW_a x2) x1ᵀ]
+        dW = -Wp.mT @ residual - self.wd * W
+        dWp = dWa = None
+        if state.Wp is not None:
+            pred_wd = self.wd if cfg.pred_wd is None else cfg.pred_wd
+            dWp = -cfg.pred_lr * (residual @ W.mT) - pred_wd * Wp
+        if state.Wa is not None:
+            dWa = cfg.ema_rate * (W - state.Wa)
+        return State(dW, dWp, dWa)
+
+    def loss(self, state: State) -> torch.Tensor:
+        """J = ½ E‖W_p W x1 − τ W_a x2‖² + (η/2)‖W‖²_F, per run (B,)."""
+        W, Wp, T = state.W, self.predictor(state), self.target(state)
+        A = Wp @ W
+        quad = _trace(A @ self.view_cov @ A.mT) - 2 * _trace(A @ self.data_cov @ T.mT)
+        quad = quad + _trace(T @ self.view_cov @ T.mT)
+        return 0.5 * quad + 0.5 * self.wd.reshape(-1) * (W**2).sum((-2, -1))
+
+
+def _trace(M: torch.Tensor) -> torch.Tensor:
+    return torch.diagonal(M, dim1=-2, dim2=-1).sum(-1)
+
+
+def initial_state(problem: Problem, out_dim: int, init_scale: float, seed: int) -> State:
+    """W ~ N(0, init_scale²/d) entries (so E[WᵀW] = init_scale² m/d I); W_p = init_scale·I
+    for the trained predictor; W_a = W (the target starts as a copy of the online network)."""
+    if not (init_scale > 0 and math.isfinite(init_scale)):
+        raise LinsslError(f"init scale must be positive, got {init_scale}")
+    B, d = problem.batch, problem.data_cov.shape[-1]
+    gen = torch.Generator().manual_seed(int(seed))
+    W = init_scale * torch.randn(B, out_dim, d, generator=gen, dtype=DTYPE) / math.sqrt(d)
+    Wp = None
+    if problem.config.rule.kind == "trainable":
+        Wp = init_scale * torch.eye(out_dim, dtype=DTYPE).expand(B, -1, -1).clone()
+    Wa = W.clone() if problem.config.target == "ema" else None
+    return State(W, Wp, Wa)
+
+
+@dataclass
+class Trajectory:
+    """Snapshots of a run: times (T,), states stacked along a leading time axis, the final state."""
+
+    times: np.ndarray
+    snapshots: list[State]
+    final: State
+    converged: bool
+    steps: int
+    info: dict = field(default_factory=dict)
+    predictors: list[torch.Tensor] | None = None  # the W_p in force at each snapshot (SGD: from F̂)
+
+
+def _check_finite(state: State, where: str, hint: str) -> None:
+    if not all(torch.isfinite(t).all() for t in state.tensors()) or state.max_abs() > DIVERGENCE_LIMIT:
+        raise DivergenceError(f"the run diverged at {where} ({hint})")
+
+
+def integrate_flow(
+    problem: Problem,
+    state: State,
+    t_max: float = 5000.0,
+    rtol: float = 1e-9,
+    atol: float = 1e-12,
+    conv_tol: float = 1e-8,
+    n_records: int = 200,
+    method: str = "DOP853",
+    progress: Callable[[float], None] | None = None,
+) -> Trajectory:
+    """Gradient flow with ``solve_ivp``; stops once max|d(state)/dt| < conv_tol (or at t_max)."""
+    if not (t_max > 0 and math.isfinite(t_max)):
+        raise LinsslError(f"time must be positive, got {t_max}")
+    template = state.clone()
+    counter = {"evals": 0}
+
+    def rhs(t: float, y: np.ndarray) -> np.ndarray:
+        counter["evals"] += 1
+        s = template.unpack(y)
+        if progress is not None and counter["evals"] % 200 == 0:
+            progress(t)
+        v = problem.velocity(s)
+        return v.pack()
+
+    def settled(t: float, y: np.ndarray) -> float:
+        return float(np.max(np.abs(rhs(t, y)))) - conv_tol
+
+    settled.terminal = True  # type: ignore[attr-defined]
+    settled.direction = -1  # type: ignore[attr-defined]
+
+    y0 = state.pack()
+    t_eval = np.unique(np.concatenate([[0.0], np.geomspace(1e-2, t_max, n_records - 1)]))
+    with np.errstate(all="ignore"):
+        sol = solve_ivp(rhs, (0.0, t_max), y0, method=method, t_eval=t_eval, rtol=rtol, atol=atol, events=settled)
+    if sol.status == -1:
+        raise DivergenceError(f"the flow integration failed: {sol.message}")
+    times, ys = list(sol.t), [sol.y[:, k] for k in range(sol.y.shape[1])]
+    if sol.t_events[0].size:
+        times.append(float(sol.t_events[0][0]))
+        ys.append(sol.y_events[0][0])
+    snaps = [template.unpack(np.ascontiguousarray(y)).clone() for y in ys]
+    final = snaps[-1]
+    _check_finite(final, f"t = {times[-1]:.3g}", "try a smaller --init-scale")
+    speed = float(np.max(np.abs(problem.velocity(final).pack())))
+    return Trajectory(np.asarray(times), snaps, final, speed < 10 * conv_tol, counter["evals"],
+                      {"t_final": times[-1], "max_speed": speed})
+
+
+def _record_steps(steps: int, n_records: int) -> set[int]:
+    return set(np.unique(np.linspace(0, steps, n_records).round().astype(int)).tolist())
+
+
+def integrate_gd(
+    problem: Problem,
+    state: State,
+    lr: float = 0.01,
+    steps: int = 20000,
+    conv_tol: float = 1e-10,
+    n_records: int = 200,
+    progress: Callable[[int], None] | None = None,
+) -> Trajectory:
+    """Discrete GD on the expected loss: state ← state + lr · velocity(state) (EMA m = 1 − lr β)."""
+    _check_lr_steps(lr, steps)
+    record_at = _record_steps(steps, n_records)
+    times, snaps = [], []
+    s = state.clone()
+    speed = float("inf")
+    for k in range(steps + 1):
+        if k in record_at:
+            times.append(k * lr)
+            snaps.append(s.clone())
+        if k == steps:
+            break
+        v = problem.velocity(s)
+        speed = v.max_abs()
+        if speed < conv_tol:
+            times.append(k * lr)
+            snaps.append(s.clone())
+            break
+        s = s.step(v, lr)
+        if k % 100 == 0:
+            _check_finite(s, f"step {k + 1}", f"lr {lr} is too large; try a smaller --lr")
+            if progress is not None:
+                progress(k)
+    _check_finite(s, f"step {k}", f"lr {lr} is too large; try a smaller --lr")
+    return Trajectory(np.asarray(times), snaps, s, speed < 10 * conv_tol, k, {"t_final": k * lr, "max_speed": speed})
+
+
+def _check_lr_steps(lr: float, steps: int) -> None:
+    if not (lr > 0 and math.isfinite(lr)):
+        raise LinsslError(f"lr must be a positive number, got {lr}")
+    if steps < 1:
+        raise LinsslError(f"steps must be >= 1, got {steps}")
+
+
+@dataclass(frozen=True)
+class SGDConfig:
+    """Minibatch SGD: batch size, lr, steps, F̂ EMA ρ, predictor reset every ``freq`` steps."""
+
+    lr: float = 0.01
+    steps: int = 30000
+    batch_size: int = 128
+    rho: float = 0.9
+    freq: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_lr_steps(self.lr, self.steps)
+        if self.batch_size < 1:
+            raise LinsslError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.freq < 1:
+            raise LinsslError(f"freq must be >= 1, got {self.freq}")
+        if not 0 <= self.rho < 1:
+            raise LinsslError(f"rho must be in [0, 1), got {self.rho}")
+
+
+def sampled_gradients(
+    problem: Problem, state: State, Wp: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor
+) -> tuple[State, torch.Tensor, torch.Tensor]:
+    """Negative gradients of the symmetrised sampled loss ¼ Σ_(a,b) mean‖W_p W x_a − τW_a x_b‖².
+
+    Returns (velocity-like State, online outputs z1, z2); its expectation is ``problem.velocity``.
+    """
+    cfg = problem.config
+    W, n = state.W, x1.shape[-2]
+    T = problem.target(state)
+    z1, z2 = x1 @ W.mT, x2 @ W.mT
+    r12 = z1 @ Wp.mT - x2 @ T.mT  # (B, n, m)
+    r21 = z2 @ Wp.mT - x1 @ T.mT
+    grad_A = 0.5 * (r12.mT @ x1 + r21.mT @ x2) / n  # d/d(W_p W) of the loss
+    dW = -Wp.mT @ grad_A - problem.wd * W
+    dWp = dWa = None
+    if state.Wp is not None:
+        pred_wd = problem.wd if cfg.pred_wd is None else cfg.pred_wd
+        dWp = -cfg.pred_lr * 0.5 * (r12.mT @ z1 + r21.mT @ z2) / n - pred_wd * state.Wp
+    if state.Wa is not None:
+        dWa = cfg.ema_rate * (W - state.Wa)
+    return State(dW, dWp, dWa), z1, z2
+
+
+def integrate_sgd(
+    problem: Problem,
+    state: State,
+    model: DataModel,
+    sgd: SGDConfig,
+    n_records: int = 200,
+    progress: Callable[[int], None] | None = None,
+) -> Trajectory:
+    """Minibatch SGD on sampled views; direct rules use the running estimate F̂ (module docstring)."""
+    rule = problem.config.rule
+    sampler = ViewSampler(model, sgd.seed)
+    record_at = _record_steps(sgd.steps, n_records)
+    estimate = CorrelationEMA(sgd.rho)
+    s, Wp = state.clone(), None
+    times, snaps, wps = [], [], []
+    hint = f"lr {sgd.lr} is too large; try a smaller --lr"
+    for k in range(sgd.steps + 1):
+        x, x1, x2 = sampler(sgd.batch_size, (problem.batch,))
+        if rule.kind == "direct":
+            outputs = torch.cat([x1, x2], -2) @ s.W.mT if rule.f_source == "aug" else x @ s.W.mT
+            F_hat = estimate.update(outputs)
+            if Wp is None or k % sgd.freq == 0:
+                Wp = rule(F_hat)
+        else:
+            Wp = s.Wp
+        if k in record_at:
+            times.append(k * sgd.lr)
+            snaps.append(s.clone())
+            wps.append(Wp.clone())
+        if k == sgd.steps:
+            break
+        v, _, _ = sampled_gradients(problem, s, Wp, x1, x2)
+        s = s.step(v, sgd.lr)
+        if k % 100 == 0:
+            _check_finite(s, f"step {k + 1}", hint)
+            if progress is not None:
+                progress(k)
+    _check_finite(s, f"step {sgd.steps}", hint)
+    speed = problem.velocity(s).max_abs()
+    info = {"t_final": sgd.steps * sgd.lr, "max_speed": speed, "F_hat": estimate.value}
+    return Trajectory(np.asarray(times), snaps, s, True, sgd.steps, info, wps)
+
+
