@@ -1,0 +1,1 @@
+"""Deep backend: dataset readers, batched augmentations, ResNets, the DirectPred/DirectCopy trainer, evaluation."""
