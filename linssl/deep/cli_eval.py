@@ -1,0 +1,53 @@
+"""Linear probe and kNN on the backbone of a finished or interrupted deep-train run.
+
+Reads RUN_DIR/checkpoint.pt (weights and resolved config), writes RUN_DIR/eval.json and, if the run
+finished (summary.json exists), updates its linear_top1 / knn_top1 fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from linssl.errors import LinsslError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="folder of a deep-train run (holds checkpoint.pt)")
+    parser.add_argument("--data-dir", default=None, help="dataset folder, if it moved since training")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to evaluate")
+    parser.add_argument("--probe-epochs", type=int, default=None, help="linear-probe epochs (default: the run's)")
+    parser.add_argument("--knn-k", type=int, default=None, help="kNN neighbours (default: the run's)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from linssl.deep import datasets
+    from linssl.deep.train import evaluate_backbone, load_run, select_device
+    from linssl.io import write_json
+
+    run_dir = Path(args.run_dir)
+    device = select_device(args.device)
+    cfg, online, checkpoint = load_run(run_dir, device)
+    overrides = {"data_dir": args.data_dir, "probe_epochs": args.probe_epochs, "knn_k": args.knn_k}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None}).resolve()
+    spec = datasets.resolve_spec(cfg.dataset, cfg.data_dir)
+    train_set = datasets.load_split(cfg.dataset, cfg.data_dir, "train")
+    test_set = datasets.load_split(cfg.dataset, cfg.data_dir, "test")
+    result = evaluate_backbone(online.backbone, cfg, train_set, test_set, spec.num_classes, device, probe=True)
+    finished = checkpoint["epoch"] >= cfg.epochs
+    report = {"dataset": cfg.dataset, "predictor": cfg.predictor, "epoch": checkpoint["epoch"],
+              "epochs": cfg.epochs, "finished": finished, **result}
+    write_json(run_dir / "eval.json", report)
+    summary_path = run_dir / "summary.json"
+    if finished and summary_path.is_file():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise LinsslError(f"cannot read {summary_path}: {exc}; delete it and rerun deep-eval") from None
+        summary.update({k: result[k] for k in ("linear_top1", "linear_train_top1", "probe_weight_decay", "knn_top1")})
+        write_json(summary_path, summary)
+    state = "finished" if finished else f"interrupted at epoch {checkpoint['epoch']} of {cfg.epochs}"
+    print(f"{run_dir} ({state}): linear top-1 {result['linear_top1']:.4f}, kNN top-1 {result['knn_top1']:.4f}")
+    return 0

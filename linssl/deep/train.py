@@ -1,0 +1,682 @@
+"""The deep training loop: two augmented views, online/target networks, symmetric cosine loss (SPEC §6).
+
+One step, for a batch x and a predictor head that keeps F̂ (``linssl.deep.models``):
+
+    x1, x2 = aug(x), aug(x)                 (batched, on the training device)
+    z_i = proj(backbone(x_i));  F̂ ← ρ F̂ + (1 − ρ) mean(z zᵀ) over both views;  W_p = rule(F̂) every freq
+    L = (2 − 2cos(W_p z1, sg(z2'))) + (2 − 2cos(W_p z2, sg(z1')))      z' = target projections
+    θ ← optimiser step (SGD or LARS, warm-up + cosine lr);   θ' ← m θ' + (1 − m) θ
+
+Every epoch: kNN monitor, one line of RUN_DIR/metrics.jsonl, an atomic RUN_DIR/checkpoint.pt.
+At the end: linear probe on frozen backbone features, RUN_DIR/summary.json.
+All randomness of an epoch (shuffle, augmentations) comes from generators seeded by
+(seed, epoch, stream), so a resumed run repeats an uninterrupted one bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from linssl.deep import augment as augment_mod
+from linssl.deep import datasets, evaluate
+from linssl.deep.lars import LARS
+from linssl.deep.models import (
+    ARCHS,
+    PREDICTOR_HEADS,
+    HeadConfig,
+    OnlineNetwork,
+    build_backbone,
+    build_predictor,
+    ema_update_,
+    make_target,
+    mlp,
+    symmetric_loss,
+)
+from linssl.errors import DivergenceError, LinsslError
+from linssl.io import atomic_write, to_jsonable, write_json
+
+DIRECT_PREDICTORS = ("directcopy", "directpred", "directset")
+PROJECTORS = {"directpred": (512, 128), "byol": (4096, 256)}
+OPTIMIZERS = ("sgd", "lars")
+SCHEDULES = ("constant", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+STEMS = ("auto", "cifar", "imagenet")
+CHECKPOINT = "checkpoint.pt"
+#: Fields that fix the network's shape: a checkpoint only resumes under the same values.
+ARCHITECTURE_FIELDS = ("dataset", "arch", "stem", "width", "predictor", "projector", "proj_hidden", "proj_dim",
+                       "pred_hidden")
+
+
+@dataclass(frozen=True)
+class DeepConfig:
+    """Everything a deep run depends on (resolved: ``resolve`` fills predictor/projector defaults).
+
+    Defaults follow the DirectPred STL-10 recipe (SPEC §6). ``norm``/``eps`` default to spectral /
+    0.01 for every direct predictor; ``proj_hidden``/``proj_dim`` to the ``projector`` preset;
+    ``crop_scale`` overrides the dataset's augmentation preset; ``lr`` is used as given (no batch
+    scaling); ``batch_size`` is the global batch (split over DDP ranks).
+    """
+
+    dataset: str = ""
+    data_dir: str | None = None
+    out: str = ""
+    arch: str = "resnet18"
+    stem: str = "auto"
+    width: int = 32
+    predictor: str = "directpred"
+    alpha: float | None = None
+    norm: str | None = None
+    eps: float | None = None
+    rho: float = 0.3
+    freq: int = 1
+    projector: str = "directpred"
+    proj_hidden: int | None = None
+    proj_dim: int | None = None
+    pred_hidden: int = 4096
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 0.03
+    momentum: float = 0.9
+    wd: float = 4e-4
+    optimizer: str = "sgd"
+    lr_schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    exclude_bn_bias_wd: bool = False
+    ema: float = 0.996
+    ema_schedule: str = "constant"
+    crop_scale: tuple[float, float] | None = None
+    device: str = "auto"
+    amp: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+    deterministic: bool = False
+    workers: int = 4
+    seed: int = 0
+    knn_k: int = 200
+    knn_t: float = 0.1
+    probe_epochs: int = 100
+    progress: bool = True
+    download: bool = False
+
+    def resolve(self) -> DeepConfig:
+        """Check every value (``LinsslError``) and fill the defaults that depend on other fields."""
+        datasets.get_spec(self.dataset)
+        if not self.out:
+            raise LinsslError("give the run folder with --out RUN_DIR")
+        choices = {"arch": ARCHS, "stem": STEMS, "predictor": tuple(PREDICTOR_HEADS), "projector": tuple(PROJECTORS),
+                   "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES, "ema_schedule": SCHEDULES, "device": DEVICES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                flag = "--" + name.replace("_", "-")
+                raise LinsslError(f"{flag} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        positive_ints = ("epochs", "batch_size", "freq", "width", "pred_hidden", "knn_k", "probe_epochs")
+        for name in positive_ints:
+            if int(getattr(self, name)) < 1:
+                raise LinsslError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "wd", "momentum", "warmup_epochs", "knn_t"):
+            value = float(getattr(self, name))
+            if not (math.isfinite(value) and value >= 0):
+                raise LinsslError(f"--{name.replace('_', '-')} must be a non-negative number, got {value}")
+        if self.lr <= 0:
+            raise LinsslError(f"--lr must be positive, got {self.lr}")
+        if not 0.0 <= self.ema <= 1.0:
+            raise LinsslError(f"--ema must be in [0, 1], got {self.ema}")
+        if not 0.0 <= self.rho < 1.0:
+            raise LinsslError(f"--rho must be in [0, 1), got {self.rho}")
+        if self.workers < 0:
+            raise LinsslError(f"--workers must be >= 0, got {self.workers}")
+        if self.crop_scale is not None:
+            lo, hi = self.crop_scale
+            if not 0.0 < lo <= hi <= 1.0:
+                raise LinsslError(f"--crop-scale must be two numbers 0 < lo <= hi <= 1, got {self.crop_scale}")
+        if self.alpha is not None and self.predictor not in DIRECT_PREDICTORS:
+            raise LinsslError(f"--alpha only applies to directset, not {self.predictor}")
+        if self.predictor == "directset" and self.alpha is None:
+            raise LinsslError("directset needs --alpha")
+        hidden, dim = PROJECTORS[self.projector]
+        resolved = dataclasses.replace(
+            self,
+            norm=self.norm or "spectral",
+            eps=0.01 if self.eps is None else float(self.eps),
+            proj_hidden=self.proj_hidden or hidden,
+            proj_dim=self.proj_dim or dim,
+            stem=self.stem if self.stem != "auto" else ("imagenet" if self.dataset == "imagenet" else "cifar"),
+            crop_scale=None if self.crop_scale is None else tuple(float(c) for c in self.crop_scale),
+        )
+        build_predictor(resolved.predictor, 2, head_config(resolved))  # invalid norm / eps / alpha raise here
+        return resolved
+
+
+def head_config(cfg: DeepConfig) -> HeadConfig:
+    return HeadConfig(alpha=cfg.alpha, norm=cfg.norm or "spectral", eps=0.01 if cfg.eps is None else cfg.eps,
+                      rho=cfg.rho, freq=cfg.freq, hidden_dim=cfg.pred_hidden)
+
+
+def config_fields() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(DeepConfig))
+
+
+def config_from_dict(values: dict[str, Any], where: str) -> DeepConfig:
+    """DeepConfig from a mapping whose keys are field names (dashes or underscores); unknown keys raise."""
+    known = set(config_fields())
+    clean: dict[str, Any] = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise LinsslError(f"unknown key {key!r} in {where}; known keys: {', '.join(sorted(known))}")
+        clean[name] = tuple(value) if name == "crop_scale" and value is not None else value
+    return DeepConfig(**clean)
+
+
+# --------------------------------------------------------------------------- schedules and small math
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedule: str = "cosine") -> float:
+    """Linear warm-up lr·(k+1)/K_w for k < K_w, then constant lr or lr·½(1 + cos(π (k − K_w)/(K − K_w)))."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return base_lr
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def ema_momentum_at(step: int, total_steps: int, base: float, schedule: str = "constant") -> float:
+    """Target momentum: constant m, or BYOL's 1 − (1 − m)·½(cos(π k/K) + 1), rising from m to 1."""
+    if schedule == "constant":
+        return base
+    return 1.0 - (1.0 - base) * 0.5 * (math.cos(math.pi * min(step / max(1, total_steps), 1.0)) + 1.0)
+
+
+def effective_rank(eigenvalues: Tensor) -> float:
+    """exp(−Σ p log p) with p = max(s, 0)/Σ max(s, 0): 1 for one direction, m for a flat spectrum."""
+    s = eigenvalues.double().clamp_min(0.0)
+    if s.sum() <= 0:
+        return 0.0
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def normalised_std(z: Tensor) -> Tensor:
+    """Mean over dimensions of the batch std of z/‖z‖: ≈ 1/sqrt(m) when spread, → 0 when collapsed."""
+    return F.normalize(z.detach().float(), dim=1).std(dim=0).mean()
+
+
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """A 63-bit seed for (seed, epoch, stream): independent generators per epoch and per use."""
+    words = np.random.SeedSequence([seed, epoch, stream]).generate_state(2, dtype=np.uint32)
+    return int((int(words[0]) << 31) ^ int(words[1]))
+
+
+def param_groups(module: nn.Module, wd: float, exclude_bn_bias_wd: bool) -> list[dict[str, Any]]:
+    """Weights (≥ 2-D) get weight decay and LARS adaptation; BN and bias parameters (1-D) never get the
+    LARS trust ratio and, with ``exclude_bn_bias_wd``, no weight decay either."""
+    weights = [p for p in module.parameters() if p.requires_grad and p.ndim > 1]
+    others = [p for p in module.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": weights, "weight_decay": wd, "lars_exclude": False}]
+    if others:
+        groups.append({"params": others, "weight_decay": 0.0 if exclude_bn_bias_wd else wd, "lars_exclude": True})
+    return groups
+
+
+def build_optimizer(module: nn.Module, cfg: DeepConfig) -> torch.optim.Optimizer:
+    groups = param_groups(module, cfg.wd, cfg.exclude_bn_bias_wd)
+    if cfg.optimizer == "lars":
+        return LARS(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def build_online(cfg: DeepConfig, channels: int) -> OnlineNetwork:
+    """Backbone + projector + predictor head of a resolved config, initialised from ``cfg.seed``."""
+    torch.manual_seed(cfg.seed)
+    backbone = build_backbone(cfg.arch, channels, cfg.stem, cfg.width)
+    projector = mlp(backbone.feature_dim, int(cfg.proj_hidden), int(cfg.proj_dim))
+    return OnlineNetwork(backbone, projector, build_predictor(cfg.predictor, int(cfg.proj_dim), head_config(cfg)))
+
+
+def augment_config(cfg: DeepConfig) -> augment_mod.AugmentConfig:
+    aug = augment_mod.preset(cfg.dataset)
+    return aug if cfg.crop_scale is None else dataclasses.replace(aug, crop_scale=tuple(cfg.crop_scale))
+
+
+# --------------------------------------------------------------------------- devices and ranks
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process under torchrun (RANK / WORLD_SIZE / LOCAL_RANK) or alone (0 / 1 / 0)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def select_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise LinsslError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def init_ranks(device_name: str) -> tuple[Ranks, bool]:
+    """Join the torchrun process group if WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU).
+
+    Returns (ranks, whether this call created the group and must destroy it).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Ranks(), False
+    ranks = Ranks(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if dist.is_initialized():
+        return ranks, False
+    device = select_device(device_name, ranks.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=ranks.rank, world_size=world)
+    return ranks, True
+
+
+def all_reduce_mean(t: Tensor) -> Tensor:
+    """Mean of ``t`` over all ranks (a new tensor)."""
+    out = t.clone()
+    dist.all_reduce(out)
+    return out / dist.get_world_size()
+
+
+def barrier(ranks: Ranks) -> None:
+    if ranks.world > 1:
+        dist.barrier()
+
+
+# --------------------------------------------------------------------------- data
+
+
+def epoch_shard(n: int, batch_size: int, ranks: Ranks, seed: int, epoch: int) -> Tensor:
+    """This rank's indices of the epoch's permutation, shaped (steps, batch_size / world).
+
+    The permutation comes from (seed, epoch); step k takes the k-th block of ``batch_size`` indices
+    and rank r its r-th slice, so the ranks together see exactly one global batch per step.
+    """
+    steps = n // batch_size
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch, 0)))
+    return perm[: steps * batch_size].view(steps, ranks.world, batch_size // ranks.world)[:, ranks.rank]
+
+
+def iterate_batches(dataset, shard: Tensor, cfg: DeepConfig, device: torch.device):
+    """uint8 image batches of ``dataset`` on ``device``, in the order of ``shard`` (steps, b).
+
+    In-memory datasets (``.images``) are indexed directly; file datasets go through a DataLoader
+    with workers. On CUDA, batches are pinned and copied without blocking.
+    """
+    pin = device.type == "cuda"
+    if hasattr(dataset, "images"):
+        for idx in shard:
+            batch = dataset.images[idx]
+            yield (batch.pin_memory() if pin else batch).to(device, non_blocking=pin)
+        return
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=shard.shape[1], sampler=shard.flatten().tolist(), num_workers=cfg.workers,
+        pin_memory=pin, drop_last=True, persistent_workers=False,
+    )
+    for images, _labels in loader:
+        yield images.to(device, non_blocking=pin)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate_backbone(
+    backbone: nn.Module, cfg: DeepConfig, train_set, test_set, num_classes: int, device: torch.device, probe: bool
+) -> dict[str, Any]:
+    """kNN top-1 (k, T from cfg) and, if ``probe``, the linear probe on frozen backbone features."""
+    aug = augment_config(cfg)
+    was_training = backbone.training
+    train_x, train_y = evaluate.extract_features(backbone, train_set, aug, device)
+    test_x, test_y = evaluate.extract_features(backbone, test_set, aug, device)
+    backbone.train(was_training)
+    out: dict[str, Any] = {
+        "knn_top1": evaluate.knn_top1(train_x, train_y, test_x, test_y, k=cfg.knn_k, temperature=cfg.knn_t,
+                                      num_classes=num_classes)
+    }
+    if probe:
+        result = evaluate.linear_probe(train_x, train_y, test_x, test_y, num_classes, epochs=cfg.probe_epochs,
+                                       seed=cfg.seed, device=str(device))
+        out.update(linear_top1=result.top1, linear_train_top1=result.train_top1,
+                   probe_weight_decay=result.weight_decay, probe_epochs=result.epochs)
+    return out
+
+
+def spectra(online: OnlineNetwork) -> dict[str, Any]:
+    """Eigenvalues of F̂ (descending), its effective rank, and the predictor's spectrum:
+    eigenvalues of a set W_p (symmetric), singular values of a trained linear one, None for an MLP."""
+    head = online.predictor
+    corr = head.tracker.value.detach().double().cpu()
+    eig_f = torch.linalg.eigvalsh(0.5 * (corr + corr.T)).flip(0)
+    matrix = head.matrix()
+    if matrix is None:
+        pred = None
+    elif head.trained:
+        pred = torch.linalg.svdvals(matrix.detach().double().cpu())
+    else:
+        w = matrix.detach().double().cpu()
+        pred = torch.linalg.eigvalsh(0.5 * (w + w.T)).flip(0)
+    return {
+        "F_eigenvalues": eig_f.tolist(),
+        "effective_rank": effective_rank(eig_f),
+        "predictor_spectrum": None if pred is None else pred.tolist(),
+        "predictor_spectrum_kind": None if pred is None else ("singular" if head.trained else "eigen"),
+    }
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """torch.save to a temporary file in the run folder, then os.replace onto ``path``."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise LinsslError(f"no checkpoint at {path}; start the run without --resume")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated or foreign file: any unpickling error
+        raise LinsslError(f"cannot read checkpoint {path} ({type(exc).__name__}); delete it to start afresh") from None
+
+
+def check_resumable(saved: dict[str, Any], cfg: DeepConfig) -> None:
+    for name in ARCHITECTURE_FIELDS:
+        if saved.get(name) != getattr(cfg, name):
+            raise LinsslError(f"checkpoint was trained with {name} = {saved.get(name)!r}, not "
+                              f"{getattr(cfg, name)!r}; resume with the run's own settings")
+
+
+def write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(to_jsonable(m), allow_nan=True) + "\n" for m in metrics)
+
+    def _write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+
+    atomic_write(path, _write)
+
+
+def append_metrics(path: Path, line: dict[str, Any]) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(to_jsonable(line), allow_nan=True) + "\n")
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` leaves: the networks (on their device), metrics so far, summary (None if stopped early)."""
+
+    online: OnlineNetwork
+    target: nn.Module
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    epoch: int
+    step: int
+
+
+def train(cfg: DeepConfig, resume: bool = False, stop_after_epochs: int | None = None) -> TrainResult:
+    """Train (or resume) the run of ``cfg`` in ``cfg.out``; see the module docstring.
+
+    ``stop_after_epochs`` ends this session after that many epochs (checkpoint written, no probe),
+    for time-limited jobs; ``--resume`` continues it.
+    """
+    cfg = cfg.resolve()
+    ranks, owns_group = init_ranks(cfg.device)
+    try:
+        return _train(cfg, ranks, resume, stop_after_epochs)
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
+def _train(cfg: DeepConfig, ranks: Ranks, resume: bool, stop_after_epochs: int | None) -> TrainResult:
+    run_dir = Path(cfg.out)
+    device = select_device(cfg.device, ranks.local_rank)
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT) if resume else None
+    if not resume and (run_dir / CHECKPOINT).exists():
+        raise LinsslError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if checkpoint is not None:
+        check_resumable(checkpoint["config"], cfg)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    if cfg.download and ranks.main:
+        datasets.download(cfg.dataset, cfg.data_dir)
+    barrier(ranks)
+    spec = datasets.resolve_spec(cfg.dataset, cfg.data_dir)
+    pretrain = datasets.load_split(cfg.dataset, cfg.data_dir, "pretrain")
+    train_set = datasets.load_split(cfg.dataset, cfg.data_dir, "train") if ranks.main else None
+    test_set = datasets.load_split(cfg.dataset, cfg.data_dir, "test") if ranks.main else None
+    n = len(pretrain)
+    if cfg.batch_size > n:
+        raise LinsslError(f"--batch-size {cfg.batch_size} is larger than the {n} pretraining images of {cfg.dataset}")
+    if cfg.batch_size % ranks.world or cfg.batch_size // ranks.world < 2:
+        raise LinsslError(f"--batch-size {cfg.batch_size} must split into >= 2 images on each of {ranks.world} ranks")
+    steps_per_epoch = n // cfg.batch_size
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+
+    online = build_online(cfg, spec.channels)
+    if cfg.sync_bn and ranks.world > 1:
+        online = nn.SyncBatchNorm.convert_sync_batchnorm(online)
+    online.to(device)
+    target = make_target(online)
+    if device.type == "cuda":
+        online.to(memory_format=torch.channels_last)
+        target.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(online, cfg)
+    epoch, step, metrics, wall_before = 0, 0, [], 0.0
+    if checkpoint is not None:
+        online.load_state_dict(checkpoint["online"])
+        target.load_state_dict(checkpoint["target"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        epoch, step, metrics = checkpoint["epoch"], checkpoint["step"], list(checkpoint["metrics"])
+        wall_before = checkpoint["wall_seconds"]
+        set_rng_state(checkpoint["rng"])
+    if cfg.compile:
+        online.backbone.compile()
+        target[0].compile()
+    model: nn.Module = online
+    reduce = None
+    if ranks.world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(online, device_ids=ids)
+        reduce = all_reduce_mean
+    augment = augment_mod.BatchAugment(augment_config(cfg)).to(device)
+
+    if ranks.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", dataclasses.asdict(cfg))
+        write_metrics(run_dir / "metrics.jsonl", metrics)  # drops lines of an epoch never checkpointed
+    writer = _tensorboard(run_dir) if ranks.main else None
+    last_eval: dict[str, Any] = metrics[-1] if metrics else {}
+    stop_at = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, epoch + stop_after_epochs)
+    channels_last = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    started = time.perf_counter()
+    train_seconds = images_seen = 0.0
+
+    while epoch < stop_at:
+        online.train()
+        target.train()
+        shard = epoch_shard(n, cfg.batch_size, ranks, cfg.seed, epoch)
+        aug_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 1 + ranks.rank))
+        loss_sum = torch.zeros((), device=device)
+        std_sum = torch.zeros((), device=device)
+        lr = cfg.lr
+        bar = _progress(cfg, ranks, steps_per_epoch, epoch)
+        t0 = time.perf_counter()
+        for images in iterate_batches(pretrain, shard, cfg, device):
+            lr = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.lr_schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x1 = augment(images, generator=aug_gen).contiguous(memory_format=channels_last)
+            x2 = augment(images, generator=aug_gen).contiguous(memory_format=channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                z1, z2, p1, p2 = model(x1, x2, reduce=reduce)
+                with torch.no_grad():
+                    t1, t2 = target(x1), target(x2)
+                loss = symmetric_loss(p1, p2, t1, t2)
+            seen = loss.detach() if reduce is None else reduce(loss.detach())
+            if not math.isfinite(seen.item()):
+                raise DivergenceError(
+                    f"loss became {seen.item()} at epoch {epoch + 1}, step {step}; lower --lr (the last good "
+                    f"checkpoint in {run_dir} is kept; --resume continues from it)"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            ema_update_(target, online, ema_momentum_at(step, total_steps, cfg.ema, cfg.ema_schedule))
+            step += 1
+            loss_sum += seen
+            std_sum += normalised_std(z1)
+            if bar is not None:
+                bar.update(1)
+                rate = (bar.n * cfg.batch_size) / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{seen.item():.4f}", img_s=f"{rate:.0f}")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        epoch_seconds = time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+        train_seconds += epoch_seconds
+        images_seen += steps_per_epoch * cfg.batch_size
+        epoch += 1
+
+        if ranks.main:
+            last_eval = evaluate_backbone(online.backbone, cfg, train_set, test_set, spec.num_classes, device, False)
+            line = {
+                "epoch": epoch,
+                "step": step,
+                "loss": (loss_sum / steps_per_epoch).item(),
+                "lr": lr,
+                "knn_top1": last_eval["knn_top1"],
+                **spectra(online),
+                "normalised_std": (std_sum / steps_per_epoch).item(),
+                "healthy_std": 1.0 / math.sqrt(int(cfg.proj_dim)),
+                "images_per_second": steps_per_epoch * cfg.batch_size / epoch_seconds,
+                "epoch_seconds": epoch_seconds,
+                "wall_seconds": wall_before + time.perf_counter() - started,
+            }
+            metrics.append(line)
+            append_metrics(run_dir / "metrics.jsonl", line)
+            if writer is not None:
+                for key in ("loss", "lr", "knn_top1", "effective_rank", "normalised_std", "images_per_second"):
+                    writer.add_scalar(key, line[key], epoch)
+            save_checkpoint(run_dir / CHECKPOINT, {
+                "online": online.state_dict(),
+                "target": target.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "step": step,
+                "rng": rng_state(),
+                "metrics": metrics,
+                "wall_seconds": line["wall_seconds"],
+                "config": dataclasses.asdict(cfg),
+            })
+        barrier(ranks)
+
+    if writer is not None:
+        writer.close()
+    summary = None
+    if epoch >= cfg.epochs and ranks.main:
+        final = evaluate_backbone(online.backbone, cfg, train_set, test_set, spec.num_classes, device, True)
+        summary = {
+            "dataset": cfg.dataset,
+            "predictor": cfg.predictor,
+            "arch": cfg.arch,
+            "epochs": cfg.epochs,
+            "linear_top1": final["linear_top1"],
+            "linear_train_top1": final["linear_train_top1"],
+            "probe_weight_decay": final["probe_weight_decay"],
+            "knn_top1": final["knn_top1"],
+            "wall_seconds": wall_before + time.perf_counter() - started,
+            "images_per_second": images_seen / train_seconds if train_seconds else None,
+            "device": _device_name(device),
+            "world_size": ranks.world,
+            "config": dataclasses.asdict(cfg),
+        }
+        write_json(run_dir / "summary.json", summary)
+    barrier(ranks)
+    return TrainResult(online, target, metrics, summary, epoch, step)
+
+
+def _progress(cfg: DeepConfig, ranks: Ranks, total: int, epoch: int):
+    if not (cfg.progress and ranks.main):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+# --------------------------------------------------------------------------- finished / interrupted runs
+
+
+def load_run(run_dir: str | os.PathLike, device: torch.device) -> tuple[DeepConfig, OnlineNetwork, dict[str, Any]]:
+    """Config, online network (weights of the last checkpoint) and checkpoint of a run folder."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LinsslError(f"run folder {run_dir} does not exist")
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+    cfg = config_from_dict(checkpoint["config"], f"{run_dir / CHECKPOINT}").resolve()
+    online = build_online(cfg, datasets.get_spec(cfg.dataset).channels)
+    online.load_state_dict(checkpoint["online"])
+    return cfg, online.to(device), checkpoint
