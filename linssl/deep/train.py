@@ -67,7 +67,8 @@ class DeepConfig:
 
     Defaults follow the DirectPred STL-10 recipe (SPEC §6). ``norm``/``eps`` default to spectral /
     0.01 for every direct predictor; ``proj_hidden``/``proj_dim`` to the ``projector`` preset;
-    ``crop_scale`` overrides the dataset's augmentation preset; ``lr`` is used as given (no batch
+    ``crop_scale`` overrides the dataset's augmentation preset; ``probe_wd`` fixes the probe's weight
+    decay (default: chosen on a held-out part of the train split); ``lr`` is used as given (no batch
     scaling); ``batch_size`` is the global batch (split over DDP ranks).
     """
 
@@ -109,6 +110,7 @@ class DeepConfig:
     knn_k: int = 200
     knn_t: float = 0.1
     probe_epochs: int = 100
+    probe_wd: float | None = None
     progress: bool = True
     download: bool = False
 
@@ -131,6 +133,8 @@ class DeepConfig:
             value = float(getattr(self, name))
             if not (math.isfinite(value) and value >= 0):
                 raise LinsslError(f"--{name.replace('_', '-')} must be a non-negative number, got {value}")
+        if self.probe_wd is not None and not (math.isfinite(self.probe_wd) and self.probe_wd >= 0):
+            raise LinsslError(f"--probe-wd must be a non-negative number, got {self.probe_wd}")
         if self.lr <= 0:
             raise LinsslError(f"--lr must be positive, got {self.lr}")
         if not 0.0 <= self.ema <= 1.0:
@@ -351,16 +355,17 @@ def evaluate_backbone(
     """kNN top-1 (k, T from cfg) and, if ``probe``, the linear probe on frozen backbone features."""
     aug = augment_config(cfg)
     was_training = backbone.training
-    train_x, train_y = evaluate.extract_features(backbone, train_set, aug, device)
-    test_x, test_y = evaluate.extract_features(backbone, test_set, aug, device)
+    train_x, train_y = evaluate.extract_features(backbone, train_set, aug, device, num_workers=cfg.workers, amp=cfg.amp)
+    test_x, test_y = evaluate.extract_features(backbone, test_set, aug, device, num_workers=cfg.workers, amp=cfg.amp)
     backbone.train(was_training)
     out: dict[str, Any] = {
         "knn_top1": evaluate.knn_top1(train_x, train_y, test_x, test_y, k=cfg.knn_k, temperature=cfg.knn_t,
                                       num_classes=num_classes)
     }
     if probe:
+        chosen = {} if cfg.probe_wd is None else {"weight_decays": (cfg.probe_wd,)}
         result = evaluate.linear_probe(train_x, train_y, test_x, test_y, num_classes, epochs=cfg.probe_epochs,
-                                       seed=cfg.seed, device=str(device))
+                                       seed=cfg.seed, device=str(device), **chosen)
         out.update(linear_top1=result.top1, linear_train_top1=result.train_top1,
                    probe_weight_decay=result.weight_decay, probe_epochs=result.epochs)
     return out
