@@ -274,6 +274,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         "batch larger": ["--batch-size", "5000"],
         "no checkpoint": ["--resume", "--out", str(tmp_path / "empty")],
         "unknown dataset": ["--dataset", "mnist"],
+        "sync-bn on cpu": ["--sync-bn", "--device", "cpu"],
         "cuda without gpu": ["--device", "cuda"] if not torch.cuda.is_available() else ["--lr", "-1"],
     }
     bad_toml = tmp_path / "bad.toml"

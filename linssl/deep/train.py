@@ -493,6 +493,8 @@ def _train(cfg: DeepConfig, ranks: Ranks, resume: bool, stop_after_epochs: int |
         raise LinsslError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     if checkpoint is not None:
         check_resumable(checkpoint["config"], cfg)
+    if cfg.sync_bn and device.type != "cuda":
+        raise LinsslError("--sync-bn needs CUDA (torch has no CPU SyncBatchNorm); drop it on CPU")
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     elif device.type == "cuda":
