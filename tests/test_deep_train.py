@@ -232,6 +232,13 @@ def test_target_tracks_online_with_ema_during_training(tmp_path):
         assert torch.equal(t, o)
 
 
+def test_knn_monitor_every_n_epochs_always_covers_the_last(tmp_path):
+    metrics = train(tiny(tmp_path, epochs=3, knn_every=2, probe_epochs=1)).metrics
+    assert [m["knn_top1"] is not None for m in metrics] == [False, True, True]
+    metrics = train(tiny(tmp_path / "never", epochs=2, knn_every=0, probe_epochs=1)).metrics
+    assert [m["knn_top1"] is not None for m in metrics] == [False, True]
+
+
 def test_deep_eval_on_interrupted_and_finished_runs(tmp_path, capsys):
     cfg = tiny(tmp_path, epochs=2)
     train(cfg, stop_after_epochs=1)

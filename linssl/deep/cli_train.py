@@ -78,6 +78,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     ev = parser.add_argument_group("evaluation")
     ev.add_argument("--knn-k", type=int, default=None, help="kNN monitor neighbours (200)")
     ev.add_argument("--knn-t", type=float, default=None, help="kNN monitor temperature (0.1)")
+    ev.add_argument("--knn-every", type=int, default=None,
+                    help="kNN monitor every N epochs (1; 0 = only after the last epoch, e.g. for ImageNet)")
     ev.add_argument("--probe-epochs", type=int, default=None, help="linear-probe epochs at the end (100)")
     ev.add_argument("--probe-wd", type=float, default=None,
                     help="fixed probe weight decay (default: chosen on a held-out part of the train split)")

@@ -345,9 +345,12 @@ def ema_update_(target: nn.Sequential, online: OnlineNetwork, momentum: float) -
     Buffers (BN running statistics) are not averaged: the target runs in train mode, on batch
     statistics, and its running statistics are never used.
     """
-    online_params = list(online.backbone.parameters()) + list(online.projector.parameters())
-    for t, o in zip(target.parameters(), online_params, strict=True):
-        t.mul_(momentum).add_(o.detach(), alpha=1.0 - momentum)
+    online_params = [p.detach() for p in (*online.backbone.parameters(), *online.projector.parameters())]
+    target_params = list(target.parameters())
+    if len(target_params) != len(online_params):
+        raise ValueError("target and online networks have different parameter lists")
+    torch._foreach_mul_(target_params, momentum)  # one fused kernel per dtype/device, same arithmetic
+    torch._foreach_add_(target_params, online_params, alpha=1.0 - momentum)
 
 
 def negative_cosine(p: Tensor, z: Tensor) -> Tensor:

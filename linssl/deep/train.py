@@ -67,6 +67,7 @@ class DeepConfig:
 
     Defaults follow the DirectPred STL-10 recipe (SPEC §6). ``norm``/``eps`` default to spectral /
     0.01 for every direct predictor; ``proj_hidden``/``proj_dim`` to the ``projector`` preset;
+    ``knn_every``: kNN monitor every N epochs (0: only at the end; the last epoch always has it);
     ``crop_scale`` overrides the dataset's augmentation preset; ``probe_wd`` fixes the probe's weight
     decay (default: chosen on a held-out part of the train split); ``lr`` is used as given (no batch
     scaling); ``batch_size`` is the global batch (split over DDP ranks).
@@ -109,6 +110,7 @@ class DeepConfig:
     seed: int = 0
     knn_k: int = 200
     knn_t: float = 0.1
+    knn_every: int = 1
     probe_epochs: int = 100
     probe_wd: float | None = None
     progress: bool = True
@@ -141,6 +143,8 @@ class DeepConfig:
             raise LinsslError(f"--ema must be in [0, 1], got {self.ema}")
         if not 0.0 <= self.rho < 1.0:
             raise LinsslError(f"--rho must be in [0, 1), got {self.rho}")
+        if self.knn_every < 0:
+            raise LinsslError(f"--knn-every must be >= 0, got {self.knn_every}")
         if self.workers < 0:
             raise LinsslError(f"--workers must be >= 0, got {self.workers}")
         if self.crop_scale is not None:
@@ -326,17 +330,35 @@ def epoch_shard(n: int, batch_size: int, ranks: Ranks, seed: int, epoch: int) ->
     return perm[: steps * batch_size].view(steps, ranks.world, batch_size // ranks.world)[:, ranks.rank]
 
 
-def iterate_batches(dataset, shard: Tensor, cfg: DeepConfig, device: torch.device):
-    """uint8 image batches of ``dataset`` on ``device``, in the order of ``shard`` (steps, b).
+#: In-memory datasets up to this size are copied to the GPU once and indexed there.
+GPU_RESIDENT_BYTES = 4 << 30
 
-    In-memory datasets (``.images``) are indexed directly; file datasets go through a DataLoader
-    with workers. On CUDA, batches are pinned and copied without blocking.
+
+def device_images(dataset, device: torch.device) -> Tensor | None:
+    """The uint8 images of an in-memory dataset where batches should be indexed: on the GPU when
+    they fit in ``GPU_RESIDENT_BYTES``, else on the CPU; None for a file dataset (DataLoader)."""
+    images = getattr(dataset, "images", None)
+    if images is None:
+        return None
+    if device.type == "cuda" and images.numel() <= GPU_RESIDENT_BYTES:
+        return images.to(device)
+    return images
+
+
+def iterate_batches(dataset, images: Tensor | None, shard: Tensor, cfg: DeepConfig, device: torch.device):
+    """uint8 image batches on ``device``, in the order of ``shard`` (steps, b).
+
+    In-memory datasets are indexed directly (``images`` from ``device_images``); file datasets go
+    through a DataLoader with workers. CPU batches bound for CUDA are pinned and copied without blocking.
     """
     pin = device.type == "cuda"
-    if hasattr(dataset, "images"):
+    if images is not None:
         for idx in shard:
-            batch = dataset.images[idx]
-            yield (batch.pin_memory() if pin else batch).to(device, non_blocking=pin)
+            if images.device == device:
+                yield images[idx.to(device)]
+            else:
+                batch = images[idx]
+                yield (batch.pin_memory() if pin else batch).to(device, non_blocking=pin)
         return
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=shard.shape[1], sampler=shard.flatten().tolist(), num_workers=cfg.workers,
@@ -543,13 +565,14 @@ def _train(cfg: DeepConfig, ranks: Ranks, resume: bool, stop_after_epochs: int |
         model = nn.parallel.DistributedDataParallel(online, device_ids=ids)
         reduce = all_reduce_mean
     augment = augment_mod.BatchAugment(augment_config(cfg)).to(device)
+    images = device_images(pretrain, device)
+    check_every = 1 if device.type == "cpu" else 25  # host syncs for the NaN check and progress bar
 
     if ranks.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", dataclasses.asdict(cfg))
         write_metrics(run_dir / "metrics.jsonl", metrics)  # drops lines of an epoch never checkpointed
     writer = _tensorboard(run_dir) if ranks.main else None
-    last_eval: dict[str, Any] = metrics[-1] if metrics else {}
     stop_at = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, epoch + stop_after_epochs)
     channels_last = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     started = time.perf_counter()
@@ -565,23 +588,25 @@ def _train(cfg: DeepConfig, ranks: Ranks, resume: bool, stop_after_epochs: int |
         lr = cfg.lr
         bar = _progress(cfg, ranks, steps_per_epoch, epoch)
         t0 = time.perf_counter()
-        for images in iterate_batches(pretrain, shard, cfg, device):
+        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        for k, batch in enumerate(iterate_batches(pretrain, images, shard, cfg, device)):
             lr = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.lr_schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x1 = augment(images, generator=aug_gen).contiguous(memory_format=channels_last)
-            x2 = augment(images, generator=aug_gen).contiguous(memory_format=channels_last)
+            x1 = augment(batch, generator=aug_gen).contiguous(memory_format=channels_last)
+            x2 = augment(batch, generator=aug_gen).contiguous(memory_format=channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
                 z1, z2, p1, p2 = model(x1, x2, reduce=reduce)
                 with torch.no_grad():
                     t1, t2 = target(x1), target(x2)
                 loss = symmetric_loss(p1, p2, t1, t2)
             seen = loss.detach() if reduce is None else reduce(loss.detach())
-            if not math.isfinite(seen.item()):
-                raise DivergenceError(
-                    f"loss became {seen.item()} at epoch {epoch + 1}, step {step}; lower --lr (the last good "
-                    f"checkpoint in {run_dir} is kept; --resume continues from it)"
-                )
+            nonfinite |= ~torch.isfinite(seen)
+            if (k + 1) % check_every == 0 or k + 1 == steps_per_epoch:
+                _stop_if_nonfinite(nonfinite, epoch, step, run_dir)
+                if bar is not None:
+                    rate = ((k + 1) * cfg.batch_size) / max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix(loss=f"{seen.item():.4f}", img_s=f"{rate:.0f}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -591,8 +616,7 @@ def _train(cfg: DeepConfig, ranks: Ranks, resume: bool, stop_after_epochs: int |
             std_sum += normalised_std(z1)
             if bar is not None:
                 bar.update(1)
-                rate = (bar.n * cfg.batch_size) / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{seen.item():.4f}", img_s=f"{rate:.0f}")
+        _stop_if_nonfinite(nonfinite, epoch, step, run_dir)  # never checkpoint a diverged network
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         epoch_seconds = time.perf_counter() - t0
@@ -603,13 +627,15 @@ def _train(cfg: DeepConfig, ranks: Ranks, resume: bool, stop_after_epochs: int |
         epoch += 1
 
         if ranks.main:
-            last_eval = evaluate_backbone(online.backbone, cfg, train_set, test_set, spec.num_classes, device, False)
+            monitor = epoch == cfg.epochs or (cfg.knn_every > 0 and epoch % cfg.knn_every == 0)
+            knn = (evaluate_backbone(online.backbone, cfg, train_set, test_set, spec.num_classes, device, False)
+                   ["knn_top1"] if monitor else None)
             line = {
                 "epoch": epoch,
                 "step": step,
                 "loss": (loss_sum / steps_per_epoch).item(),
                 "lr": lr,
-                "knn_top1": last_eval["knn_top1"],
+                "knn_top1": knn,
                 **spectra(online),
                 "normalised_std": (std_sum / steps_per_epoch).item(),
                 "healthy_std": 1.0 / math.sqrt(int(cfg.proj_dim)),
@@ -621,7 +647,8 @@ def _train(cfg: DeepConfig, ranks: Ranks, resume: bool, stop_after_epochs: int |
             append_metrics(run_dir / "metrics.jsonl", line)
             if writer is not None:
                 for key in ("loss", "lr", "knn_top1", "effective_rank", "normalised_std", "images_per_second"):
-                    writer.add_scalar(key, line[key], epoch)
+                    if line[key] is not None:
+                        writer.add_scalar(key, line[key], epoch)
             save_checkpoint(run_dir / CHECKPOINT, {
                 "online": online.state_dict(),
                 "target": target.state_dict(),
@@ -658,6 +685,14 @@ def _train(cfg: DeepConfig, ranks: Ranks, resume: bool, stop_after_epochs: int |
         write_json(run_dir / "summary.json", summary)
     barrier(ranks)
     return TrainResult(online, target, metrics, summary, epoch, step)
+
+
+def _stop_if_nonfinite(nonfinite: Tensor, epoch: int, step: int, run_dir: Path) -> None:
+    if bool(nonfinite):
+        raise DivergenceError(
+            f"the loss became NaN/inf in epoch {epoch + 1} (by step {step}); lower --lr (the last good "
+            f"checkpoint in {run_dir} is kept; --resume continues from it)"
+        )
 
 
 def _progress(cfg: DeepConfig, ranks: Ranks, total: int, epoch: int):
