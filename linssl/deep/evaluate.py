@@ -113,7 +113,8 @@ def knn_top1(
 
     s_ij = cos(test_i, train_j); the k most similar train samples vote for their class with weight
     exp(s_ij / T); prediction = class with the largest total vote. k is clipped to the train size.
-    Test samples are processed in chunks so the similarity matrix stays below ``KNN_CHUNK_BYTES``.
+    Test samples are processed in chunks so the similarity matrix stays below ``KNN_CHUNK_BYTES``;
+    ``device`` None means CUDA when available, else the features' device.
     """
     _check_features(train_feats, train_labels, "kNN train set")
     _check_features(test_feats, test_labels, "kNN test set")
@@ -124,7 +125,9 @@ def knn_top1(
     if int(train_labels.min()) < 0:
         raise LinsslError("kNN train labels must be >= 0 (pass the labelled train split, not pretrain)")
     classes = _num_classes(num_classes, train_labels, test_labels)
-    device = torch.device(device) if device is not None else train_feats.device
+    if device is None:  # the similarity matmul and top-k are the cost: use the GPU when there is one
+        device = "cuda" if torch.cuda.is_available() else train_feats.device
+    device = torch.device(device)
     train = F.normalize(train_feats.float().to(device), dim=1)
     train_y = train_labels.to(device)
     k = min(k, train.shape[0])
