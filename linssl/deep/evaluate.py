@@ -38,7 +38,9 @@ def _batches(dataset, batch_size: int, device: torch.device, num_workers: int | 
     if hasattr(dataset, "images"):
         for start in range(0, len(dataset), batch_size):
             images = dataset.images[start:start + batch_size]
-            yield (images.pin_memory() if pin else images), dataset.labels[start:start + batch_size]
+            if pin and images.device.type == "cpu":
+                images = images.pin_memory()
+            yield images, dataset.labels[start:start + batch_size].cpu()
         return
     workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
