@@ -153,7 +153,9 @@ def test_one_epoch_per_predictor_writes_run_files(tmp_path, predictor):
     assert len(lines) == 1
     line = lines[0]
     assert line["epoch"] == 1 and line["step"] == 1437 // 256
-    assert 0 < line["loss"] < 4  # 2 − 2cos summed over two views lies in [0, 8]; random init is far from 8
+    # 2 − 2cos summed over two views lies in [0, 8]; online and target start identical, so two views
+    # of one image start with cos > 0 (loss < 4)
+    assert 0 < line["loss"] < 4
     assert 0 <= line["knn_top1"] <= 1
     eig = line["F_eigenvalues"]
     assert len(eig) == 8 and all(a >= b for a, b in zip(eig, eig[1:], strict=False))
@@ -173,7 +175,7 @@ def test_one_epoch_per_predictor_writes_run_files(tmp_path, predictor):
         assert key in summary
     assert summary["predictor"] == predictor and 0 <= summary["linear_top1"] <= 1
     assert json.loads((run / "config.json").read_text())["predictor"] == predictor
-    assert result.summary == summary or result.summary["linear_top1"] == summary["linear_top1"]
+    assert result.summary["linear_top1"] == summary["linear_top1"]
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
     assert checkpoint["epoch"] == 1 and "predictor.tracker.value" in checkpoint["online"]
     assert torch.equal(checkpoint["online"]["predictor.tracker.value"], result.online.predictor.tracker.value)
@@ -328,6 +330,17 @@ def test_short_run_on_each_official_format(tmp_path, name, n_unlabeled):
     assert result.step == steps
     assert result.summary["dataset"] == name and 0 <= result.summary["linear_top1"] <= 1
     assert math.isfinite(result.metrics[0]["loss"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_path_with_bf16_autocast_and_channels_last(tmp_path):
+    result = train(tiny(tmp_path, device="cuda", amp=True, epochs=2, predictor="directpred"))
+    assert result.online.predictor.weight.device.type == "cuda"
+    assert all(math.isfinite(m["loss"]) for m in result.metrics)
+    assert result.online.predictor.tracker.value.dtype == torch.float32  # F̂ and W_p stay float32 under bf16
+    second_conv = result.online.backbone.net[3].weight  # 4 input channels: the layouts differ
+    assert second_conv.is_contiguous(memory_format=torch.channels_last) and not second_conv.is_contiguous()
+    assert 0 <= result.summary["linear_top1"] <= 1
 
 
 # --------------------------------------------------------------------------- the digits result

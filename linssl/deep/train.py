@@ -16,6 +16,7 @@ All randomness of an epoch (shuffle, augmentations) comes from generators seeded
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import math
 import os
@@ -56,6 +57,7 @@ SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 STEMS = ("auto", "cifar", "imagenet")
 CHECKPOINT = "checkpoint.pt"
+COLLECTIVE_TIMEOUT_S = 4 * 3600
 #: Fields that fix the network's shape: a checkpoint only resumes under the same values.
 ARCHITECTURE_FIELDS = ("dataset", "arch", "stem", "width", "predictor", "projector", "proj_hidden", "proj_dim",
                        "pred_hidden")
@@ -300,7 +302,9 @@ def init_ranks(device_name: str) -> tuple[Ranks, bool]:
     device = select_device(device_name, ranks.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=ranks.rank, world_size=world)
+    # rank 0 alone runs the kNN monitor and the final probe while the others wait at a barrier
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=ranks.rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
     return ranks, True
 
 
