@@ -95,6 +95,10 @@ def test_same_seed_same_views_different_seed_different_views():
     aug = BatchAugment(preset("cifar10"))
     torch.testing.assert_close(aug(images, _gen(7)), aug(images, _gen(7)), atol=0, rtol=0)
     assert not torch.allclose(aug(images, _gen(7)), aug(images, _gen(8)))
+    torch.manual_seed(3)  # without a generator the global RNG is used
+    first = aug(images)
+    torch.manual_seed(3)
+    torch.testing.assert_close(aug(images), first, atol=0, rtol=0)
 
 
 def test_each_sample_gets_its_own_crop():
@@ -156,9 +160,13 @@ def test_hue_rotation_and_saturation():
 
 def test_one_channel_images_skip_colour_ops():
     images = _images(5, channels=1, size=8)
-    cfg = replace(preset("digits"), jitter=(0.4, 0.4, 0.4, 0.1), gray_p=1.0, blur_p=0.0)
-    out = BatchAugment(cfg)(images, _gen(10))
-    assert out.shape == (5, 1, 8, 8) and torch.isfinite(out).all()
+    # saturation, hue and grayscale always on: a 1-channel image must pass through unchanged
+    cfg = replace(IDENTITY, out_size=8, jitter=(0.0, 0.0, 0.8, 0.4), jitter_p=1.0, gray_p=1.0)
+    torch.testing.assert_close(BatchAugment(cfg)(images, _gen(10)), images.float() / 255, atol=ATOL, rtol=0)
+    # brightness still applies: every image is scaled by its own factor in [0.6, 1.4]
+    bright = BatchAugment(replace(cfg, jitter=(0.4, 0.0, 0.0, 0.0)))(images // 2, _gen(10))
+    ratio = bright.sum(dim=(1, 2, 3)) / (images // 2).float().div(255).sum(dim=(1, 2, 3))
+    assert ratio.min() >= 0.6 - 1e-5 and ratio.max() <= 1.4 + 1e-5 and ratio.std() > 0.01
 
 
 def test_blur_matches_a_direct_2d_gaussian_convolution():
