@@ -49,11 +49,15 @@ class DataModel:
         return self.data_cov + self.aug_cov
 
 
+def haar_rotation(dim: int, generator: torch.Generator, batch_shape: tuple[int, ...] = ()) -> torch.Tensor:
+    """Haar-random orthogonal matrices (QR of a Gaussian with the signs of diag(R) fixed)."""
+    q, r = torch.linalg.qr(torch.randn(*batch_shape, dim, dim, generator=generator, dtype=DTYPE))
+    return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+
+
 def random_rotation(dim: int, seed: int) -> torch.Tensor:
-    """A Haar-random orthogonal matrix (QR of a Gaussian, signs fixed), reproducible from ``seed``."""
-    gen = torch.Generator().manual_seed(int(seed))
-    q, r = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=DTYPE))
-    return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+    """One Haar-random orthogonal matrix, reproducible from ``seed``."""
+    return haar_rotation(dim, torch.Generator().manual_seed(int(seed)))
 
 
 def _as_vector(values, name: str) -> torch.Tensor:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
-from linssl.data import DTYPE, DataModel, ViewSampler
+from linssl.data import DTYPE, DataModel, ViewSampler, haar_rotation
 from linssl.errors import DivergenceError, LinsslError
 from linssl.predictors import CorrelationEMA, PredictorRule
 
@@ -169,19 +169,50 @@ def _trace(M: torch.Tensor) -> torch.Tensor:
     return torch.diagonal(M, dim1=-2, dim2=-1).sum(-1)
 
 
-def initial_state(problem: Problem, out_dim: int, init_scale: float, seed: int) -> State:
-    """W ~ N(0, init_scale²/d) entries (so E[WᵀW] = init_scale² m/d I); W_p = init_scale·I
-    for the trained predictor; W_a = W (the target starts as a copy of the online network)."""
+INIT_SPREAD = (0.75, 1.25)
+
+
+def initial_state(problem: Problem, out_dim: int, init_scale: float, seed: int, init: str = "rotation") -> State:
+    """Seeded initial state (one independent draw per run in the batch).
+
+    ``rotation`` (default): W = init_scale · R diag(s) Q with R (m×m), Q (d×d) Haar rotations (first m
+    rows of Q) and singular values s ~ U(0.75, 1.25): well conditioned, not aligned with the data
+    basis, so alignment must emerge. ``gaussian``: entries N(0, init_scale²/d) — its small singular
+    values can start inside the collapse basin (w = 0 is stable), which is physics, not a bug.
+    Trained predictor: W_p = init_scale · I. EMA target: W_a = W (an exact copy).
+    """
     if not (init_scale > 0 and math.isfinite(init_scale)):
         raise LinsslError(f"init scale must be positive, got {init_scale}")
     B, d = problem.batch, problem.data_cov.shape[-1]
+    if not 1 <= out_dim <= d:
+        raise LinsslError(f"output dimension must be between 1 and d = {d}, got {out_dim}")
     gen = torch.Generator().manual_seed(int(seed))
-    W = init_scale * torch.randn(B, out_dim, d, generator=gen, dtype=DTYPE) / math.sqrt(d)
+    if init == "rotation":
+        R = haar_rotation(out_dim, gen, (B,))
+        Q = haar_rotation(d, gen, (B,))[:, :out_dim, :]
+        low, high = INIT_SPREAD
+        s = low + (high - low) * torch.rand(B, out_dim, generator=gen, dtype=DTYPE)
+        W = init_scale * (R * s.unsqueeze(-2)) @ Q
+    elif init == "gaussian":
+        W = init_scale * torch.randn(B, out_dim, d, generator=gen, dtype=DTYPE) / math.sqrt(d)
+    else:
+        raise LinsslError(f"init must be rotation or gaussian, got {init!r}")
     Wp = None
     if problem.config.rule.kind == "trainable":
         Wp = init_scale * torch.eye(out_dim, dtype=DTYPE).expand(B, -1, -1).clone()
     Wa = W.clone() if problem.config.target == "ema" else None
     return State(W, Wp, Wa)
+
+
+def stable_lr(problem: Problem, state: State, cap: float = 0.01) -> float:
+    """A step size below the initial curvature limit: min(cap, 1 / (‖W_p‖₂² ‖X + X'‖₂)).
+
+    Explicit steps diverge above ≈ 2 / curvature (SPEC §3); the curvature is largest at the start,
+    when the predictor is largest, and falls as W shrinks onto its fixed point.
+    """
+    Wp = problem.predictor(state)
+    curvature = torch.linalg.matrix_norm(Wp, ord=2) ** 2 * torch.linalg.matrix_norm(problem.view_cov, ord=2)
+    return float(min(cap, 1.0 / float(curvature.max())))
 
 
 @dataclass

@@ -92,6 +92,24 @@ def predicted_gain_sq(data_var, aug_var, wd, alpha, f_source="aug", tau=1.0):
     return _out(np.where(np.isnan(_f(p_plus)), 0.0, gain))
 
 
+def predicted_gain_sq_trained(data_var, aug_var, wd, pred_wd=None, tau=1.0):
+    """Trained linear predictor (α_p > 0, weight decay η_p): w² = (η_p/η) p₊², 0 if discarded.
+
+    At a fixed point the W_p equation gives w²(τλ − (λ+σ²)p) = η_p p and the W equation
+    p(τλ − (λ+σ²)p) = η, so w² = (η_p/η) p²; with η_p = η this is the balanced W_pᵀW_p = WWᵀ.
+    """
+    p_plus, _ = fixed_points(data_var, aug_var, wd, tau)
+    ratio = _f(wd if pred_wd is None else pred_wd) / _f(wd)
+    return _out(np.where(np.isnan(_f(p_plus)), 0.0, ratio * np.nan_to_num(_f(p_plus)) ** 2))
+
+
+def predicted_gain_sq_for_rule(rule, data_var, aug_var, wd, tau=1.0, pred_wd=None):
+    """Dispatch on a :class:`linssl.predictors.PredictorRule`: direct rules or the trained predictor."""
+    if rule.kind == "trainable":
+        return predicted_gain_sq_trained(data_var, aug_var, wd, pred_wd, tau)
+    return predicted_gain_sq(data_var, aug_var, wd, rule.alpha, rule.f_source, tau)
+
+
 def basin_gain_sq(data_var, aug_var, wd, alpha, f_source="aug", tau=1.0):
     """Initial gain² below which an aligned feature collapses to 0: p₋^(1/α) / c (NaN if not kept)."""
     _, p_minus = fixed_points(data_var, aug_var, wd, tau)
