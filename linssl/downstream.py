@@ -1,0 +1,555 @@
+"""Downstream sample complexity (SPEC §5): a linear task on the raw input x versus on the learned Wx.
+
+Data: the commuting model with unit data variance (Σ = E[xxᵀ] = I), r "kept" features whose
+augmentation variance lies well below the weight-decay threshold σ²* = 1/(4η) − 1 and d − r
+"discarded" ones well above it. Task: y = β*ᵀx + ν, ν ~ N(0, σ_ν²), ‖β*‖_Σ = 1 with a share
+``outside`` of β*'s squared norm on a discarded direction (0: β* lies in the kept subspace).
+
+A representation is a d×p matrix M, features z = Mᵀx (raw: M = I; ideal: M = U_K, the kept basis;
+simulated: M = V_k diag(s_k) from the SVD W = U diag(s) Vᵀ of a simulator run, i.e. z = U_kᵀWx,
+the non-zero part of Wx in its own principal axes). An estimate γ̂ acts on x as b̂ = Mγ̂.
+
+- Excess risk (regression): (b̂ − β*)ᵀ Σ (b̂ − β*) — exact for the Gaussian design, no test sample.
+- Closed form, least squares on p Gaussian features: bias + (σ_ν² + bias) p / (n − p − 1), where
+  bias = rᵀΣr for the part r = β* − Mγ* of β* the representation cannot express (γ* its best
+  population fit). rᵀx is independent of z, so it acts as extra noise; bias = 0 for raw x.
+- Ridge: penalty nλ‖γ‖² chosen per training set by generalised cross-validation on that set.
+- Classification: labels sign(β*ᵀx + ν), L2-penalised logistic regression (Newton); reported as
+  excess 0-1 error arccos(ρ̂)/π − arccos(ρ*)/π with ρ̂ = corr(b̂ᵀx, β*ᵀx + ν) and ρ* that of the
+  Bayes classifier sign(β*ᵀx) — exact for the Gaussian design.
+
+Every seed is an independent training set; all seeds of a grid point are drawn and solved at once
+(batched SVD / Newton over a leading seed axis).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from linssl.data import DTYPE, DataModel, commuting_model
+from linssl.errors import LinsslError
+from linssl.theory import ols_excess_risk, ols_samples_for_risk, threshold_aug_var
+
+REPRESENTATIONS = ("ideal", "simulated")
+INTERVAL = "95% CI of the mean"
+SPREAD = "5th-95th percentile over seeds"
+CLASSIFICATION_METRIC = "excess 0-1 error: arccos(corr)/pi minus the Bayes error, exact for Gaussian x"
+#: z of the two-sided 95% interval of the mean: mean ± 1.96 sd / sqrt(seeds)
+Z95 = 1.959963984540054
+#: a direction of W counts as kept when its singular value exceeds this fraction of the largest
+#: (kept gains are O(0.1–1), discarded ones decay to ~1e-6 at the flow's convergence test)
+RANK_CUTOFF = 1e-3
+#: ridge penalties tried by GCV, relative to the mean squared singular value per sample of the design
+RIDGE_GRID = tuple(float(x) for x in np.logspace(-6, 2, 33))
+#: L2 penalty (l2/2)‖γ‖² of the logistic loss (per-sample mean): keeps separable training sets finite
+LOGISTIC_L2 = 1e-2
+
+
+@dataclass(frozen=True)
+class SampleComplexityConfig:
+    """One sample-complexity experiment.
+
+    dim d, rank r (kept features), noise σ_ν, n_grid (training sizes; ``None``: 20 log-spaced
+    sizes from 1.5 d to 30 d), seeds (independent training sets per size), wd η of the simulator,
+    outside (share of ‖β*‖² on a discarded direction), target_risk (``None``: 0.04 σ_ν²),
+    representation ``simulated`` (W from a DirectPred gradient-flow run) or ``ideal`` (U_K).
+    """
+
+    dim: int = 50
+    rank: int = 5
+    noise: float = 0.5
+    n_grid: tuple[int, ...] | None = None
+    seeds: int = 200
+    wd: float = 0.05
+    outside: float = 0.0
+    target_risk: float | None = None
+    representation: str = "simulated"
+    ridge: bool = True
+    classification: bool = False
+    seed: int = 0
+    sim_t_max: float = 5000.0
+    sim_conv_tol: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if self.dim < 1:
+            raise LinsslError(f"dim must be >= 1, got {self.dim}")
+        if not 1 <= self.rank <= self.dim:
+            raise LinsslError(f"rank must be between 1 and dim = {self.dim}, got {self.rank}")
+        if self.seeds < 2:
+            raise LinsslError(f"seeds must be >= 2 for an interval, got {self.seeds}")
+        if not (math.isfinite(self.noise) and self.noise > 0):
+            raise LinsslError(f"noise must be a positive number, got {self.noise}")
+        if not (math.isfinite(self.wd) and 0 < self.wd < 0.25):
+            raise LinsslError(f"wd must be in (0, 0.25) so that some feature is kept, got {self.wd}")
+        if not 0 <= self.outside < 1:
+            raise LinsslError(f"outside must be in [0, 1), got {self.outside}")
+        if self.outside > 0 and self.rank == self.dim:
+            raise LinsslError("outside > 0 needs a discarded direction: choose rank < dim")
+        if self.target_risk is not None and not (math.isfinite(self.target_risk) and self.target_risk > 0):
+            raise LinsslError(f"target risk must be a positive number, got {self.target_risk}")
+        if self.representation not in REPRESENTATIONS:
+            choices = ", ".join(REPRESENTATIONS)
+            raise LinsslError(f"representation must be one of {choices}, got {self.representation!r}")
+        grid = self.sizes
+        if not grid:
+            raise LinsslError("the n grid is empty")
+        if grid[0] <= self.dim + 1:
+            raise LinsslError(
+                f"least squares on the raw input needs n > dim + 1 = {self.dim + 1}, got n = {grid[0]}; "
+                "drop the small sizes from --n or lower --dim"
+            )
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The sorted, de-duplicated training sizes."""
+        if self.n_grid is None:
+            return default_n_grid(self.dim)
+        return tuple(sorted({int(n) for n in self.n_grid}))
+
+    @property
+    def target(self) -> float:
+        """Target excess risk: the given one or 0.04 σ_ν² (4% of the noise variance)."""
+        return 0.04 * self.noise**2 if self.target_risk is None else float(self.target_risk)
+
+
+def default_n_grid(dim: int, points: int = 20) -> tuple[int, ...]:
+    """``points`` log-spaced integer sizes from ⌈1.5 d⌉ + 1 to 30 d (all > d + 1)."""
+    lo = math.ceil(1.5 * dim) + 1
+    return tuple(sorted({int(round(n)) for n in np.geomspace(lo, max(30 * dim, lo + 1), points)}))
+
+
+def task_aug_var(dim: int, rank: int, wd: float) -> np.ndarray:
+    """Augmentation variances: r kept ones linspace(0.1, 0.5) σ²*, d − r discarded ones linspace(2, 3) σ²*.
+
+    σ²* = 1/(4η) − 1 is the threshold at unit data variance; the margins keep the flow fast (no
+    feature sits near the threshold, where convergence slows down).
+    """
+    threshold = float(threshold_aug_var(wd))
+    return np.concatenate([np.linspace(0.1, 0.5, rank), np.linspace(2.0, 3.0, dim - rank)]) * threshold
+
+
+def task_model(dim: int, rank: int, wd: float, seed: int = 0) -> DataModel:
+    """The commuting model of :func:`task_aug_var` (unit data variance, seeded random basis)."""
+    return commuting_model(1.0, task_aug_var(dim, rank, wd), seed=seed)
+
+
+def true_coefficients(model: DataModel, rank: int, outside: float, seed: int = 0) -> torch.Tensor:
+    """β* = sqrt(1 − f) U_K g + sqrt(f) u_{r+1}: g a seeded random unit vector, f = ``outside``.
+
+    The basis is Σ-orthonormal (unit data variance), so β*ᵀΣβ* = 1 and the discarded direction
+    carries the share f of it.
+    """
+    gen = torch.Generator().manual_seed(int(seed) + 7919)
+    g = torch.randn(rank, generator=gen, dtype=DTYPE)
+    beta = math.sqrt(1 - outside) * (model.basis[:, :rank] @ (g / g.norm()))
+    if outside > 0:
+        beta = beta + math.sqrt(outside) * model.basis[:, rank]
+    return beta
+
+
+@dataclass(frozen=True)
+class Representation:
+    """Features z = Mᵀx with M = ``matrix`` (d × p); ``info`` says where M came from."""
+
+    name: str
+    matrix: torch.Tensor
+    info: dict = field(default_factory=dict)
+
+    @property
+    def features(self) -> int:
+        return self.matrix.shape[1]
+
+
+def raw_representation(dim: int) -> Representation:
+    """z = x (M = I)."""
+    return Representation("raw", torch.eye(dim, dtype=DTYPE), {"source": "raw input"})
+
+
+def ideal_representation(model: DataModel, rank: int) -> Representation:
+    """z = U_Kᵀx, the coordinates of the kept subspace (the projection the theory predicts)."""
+    return Representation("learned", model.basis[:, :rank].clone(), {"source": "ideal projection U_K", "rank": rank})
+
+
+def simulated_representation(
+    model: DataModel,
+    wd: float,
+    seed: int = 0,
+    cutoff: float = RANK_CUTOFF,
+    t_max: float = 5000.0,
+    conv_tol: float = 1e-8,
+) -> Representation:
+    """W from DirectPred gradient flow (stop-gradient target, W m×d with m = d, init scale 1).
+
+    W = U diag(s) Vᵀ; the kept directions are those with s_k > cutoff · s_max, and the features
+    z = U_kᵀWx = diag(s_k) V_kᵀx (M = V_k diag(s_k)): Wx rotated to its principal axes, gains kept.
+    """
+    from linssl.dynamics import DynamicsConfig, Problem, initial_state, integrate_flow
+    from linssl.predictors import make_rule
+
+    start = time.perf_counter()
+    problem = Problem.from_models(model, DynamicsConfig(make_rule("directpred"), wd=wd))
+    trajectory = integrate_flow(problem, initial_state(problem, model.dim, 1.0, seed), t_max=t_max, conv_tol=conv_tol)
+    W = trajectory.final.W[0]
+    _, s, Vh = torch.linalg.svd(W)
+    if not s[0] > 0:
+        raise LinsslError("the simulated network collapsed (W = 0); lower --wd")
+    keep = s > cutoff * s[0]
+    matrix = Vh[keep].mT * s[keep]
+    info = {
+        "source": "simulated: DirectPred gradient flow",
+        "rank": int(keep.sum()),
+        "rank_cutoff": cutoff,
+        "singular_values": s.tolist(),
+        "converged": bool(trajectory.converged),
+        "t_final": float(trajectory.info["t_final"]),
+        "seconds": time.perf_counter() - start,
+    }
+    return Representation("learned", matrix, info)
+
+
+def subspace_sine(matrix: torch.Tensor, basis: torch.Tensor) -> float:
+    """sin of the largest principal angle between span(matrix) and span(basis) (equal dimension)."""
+    Q, _ = torch.linalg.qr(matrix)
+    B, _ = torch.linalg.qr(basis)
+    residual = Q - B @ (B.mT @ Q)
+    return float(torch.linalg.matrix_norm(residual, ord=2))
+
+
+def representation_bias(matrix: torch.Tensor, cov: torch.Tensor, beta: torch.Tensor) -> float:
+    """rᵀΣr with r = β* − Mγ*, γ* = (MᵀΣM)⁻¹MᵀΣβ* (the part of β* the features cannot express)."""
+    gamma = torch.linalg.solve(matrix.mT @ cov @ matrix, matrix.mT @ cov @ beta)
+    r = beta - matrix @ gamma
+    return float(r @ cov @ r)
+
+
+def predicted_excess_risk(noise_var: float, features: int, n, bias: float = 0.0):
+    """bias + (σ_ν² + bias) p / (n − p − 1): least squares on p Gaussian features (needs n > p + 1)."""
+    return bias + np.asarray(ols_excess_risk(noise_var + bias, features, n))
+
+
+def predicted_samples_for_risk(noise_var: float, features: int, target: float, bias: float = 0.0) -> float | None:
+    """Smallest real n with bias + (σ_ν² + bias) p/(n − p − 1) ≤ target; ``None`` if target ≤ bias."""
+    if target <= bias:
+        return None
+    return float(ols_samples_for_risk(noise_var + bias, features, target - bias))
+
+
+# --- estimators, batched over a leading seed axis ------------------------------------------------
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block (restored after).
+
+    A batch of small (p × p) LAPACK problems (eigh, Cholesky, solve) gains nothing from threads
+    and on a busy machine loses badly to thread contention (measured: batched eigh of 200 50×50
+    matrices 0.04 s on one thread, 22 s on two contended ones).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Sufficient statistics of a batch of least-squares problems: G = ZᵀZ (S, p, p), b = Zᵀy (S, p),
+    ‖y‖² (S,) and n. Features z = Mᵀx have moments MᵀGM, Mᵀb (:meth:`project`)."""
+
+    gram: torch.Tensor
+    cross: torch.Tensor
+    yy: torch.Tensor
+    n: int
+
+    @classmethod
+    def from_samples(cls, Z: torch.Tensor, y: torch.Tensor) -> Moments:
+        """Z (S, n, p), y (S, n)."""
+        return cls(Z.mT @ Z, (Z.mT @ y.unsqueeze(-1)).squeeze(-1), (y**2).sum(-1), Z.shape[-2])
+
+    def project(self, matrix: torch.Tensor) -> Moments:
+        """Moments of z = Mᵀx from those of x: MᵀGM, Mᵀb."""
+        return Moments(matrix.mT @ self.gram @ matrix, self.cross @ matrix, self.yy, self.n)
+
+
+def ols_fit(m: Moments) -> torch.Tensor:
+    """Least squares γ̂ = (ZᵀZ)⁻¹Zᵀy per seed (Cholesky; needs n ≥ p) -> (S, p)."""
+    with one_thread():
+        chol, info = torch.linalg.cholesky_ex(m.gram)
+    if (info != 0).any():
+        raise LinsslError(f"a least-squares design is singular (n = {m.n}, p = {m.gram.shape[-1]}); use larger n")
+    with one_thread():
+        return torch.cholesky_solve(m.cross.unsqueeze(-1), chol).squeeze(-1)
+
+
+def ridge_gcv_fit(m: Moments, grid: tuple[float, ...] = RIDGE_GRID) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ridge γ̂ = (ZᵀZ + nλI)⁻¹Zᵀy with λ minimising GCV(λ) = n RSS(λ) / (n − tr H(λ))², per seed.
+
+    With ZᵀZ = V diag(s²) Vᵀ, a = Vᵀ Zᵀy, h_j = s_j²/(s_j² + nλ): tr H = Σ h_j,
+    RSS = ‖y‖² − Σ a_j²/s_j² + Σ (1 − h_j)² a_j²/s_j², γ̂ = V (a / (s² + nλ)).
+    λ runs over ``grid`` × mean(s²)/n (the design's scale). Returns (γ̂ (S, p), λ (S,)).
+    """
+    n = m.n
+    with one_thread():
+        s2, V = torch.linalg.eigh(m.gram)
+    s2 = s2.clamp_min(torch.finfo(s2.dtype).tiny)
+    a = (V.mT @ m.cross.unsqueeze(-1)).squeeze(-1)  # (S, p)
+    lam = s2.mean(-1, keepdim=True) / n * torch.as_tensor(grid, dtype=s2.dtype)  # (S, K)
+    denom = s2.unsqueeze(-2) + n * lam.unsqueeze(-1)  # (S, K, p)
+    h = s2.unsqueeze(-2) / denom
+    c2 = a**2 / s2  # squared coordinates of y in the column space of Z
+    residual = (m.yy - c2.sum(-1)).clamp_min(0).unsqueeze(-1)  # (S, 1): ‖(I − P)y‖²
+    rss = residual + ((1 - h) ** 2 * c2.unsqueeze(-2)).sum(-1)
+    gcv = n * rss / (n - h.sum(-1)) ** 2
+    best = gcv.argmin(-1)
+    rows = torch.arange(best.shape[0])
+    coef = (V @ (a / denom[rows, best]).unsqueeze(-1)).squeeze(-1)
+    return coef, lam[rows, best]
+
+
+def logistic_fit(
+    Z: torch.Tensor, signs: torch.Tensor, l2: float = LOGISTIC_L2, iters: int = 50, tol: float = 1e-8
+) -> tuple[torch.Tensor, float]:
+    """argmin_γ mean log(1 + exp(−y γᵀz)) + (l2/2) Σ_j D_j γ_j², y = ±1, D_j = mean z_j² (training set).
+
+    Weighting the penalty by the feature scale D makes it the same as a plain L2 penalty on
+    standardised features, so gains that differ per feature (a learned W) are not penalised
+    unevenly. Damped Newton with Armijo backtracking, batched: Z (S, n, p), signs (S, n) -> γ̂ (S, p).
+    Returns (γ̂, largest gradient norm at exit).
+    """
+    S, n, p = Z.shape
+    weight = l2 * (Z**2).mean(-2)  # (S, p)
+    w = torch.zeros(S, p, dtype=Z.dtype)
+
+    def objective(w: torch.Tensor) -> torch.Tensor:
+        margin = signs * (Z @ w.unsqueeze(-1)).squeeze(-1)
+        return torch.nn.functional.softplus(-margin).mean(-1) + 0.5 * (weight * w**2).sum(-1)
+
+    grad_norm = float("inf")
+    for _ in range(iters):
+        margin = signs * (Z @ w.unsqueeze(-1)).squeeze(-1)
+        grad = -(Z.mT @ (signs * torch.sigmoid(-margin)).unsqueeze(-1)).squeeze(-1) / n + weight * w
+        grad_norm = float(grad.norm(dim=-1).max())
+        if grad_norm < tol:
+            break
+        curvature = torch.sigmoid(margin) * torch.sigmoid(-margin)
+        hessian = Z.mT @ (curvature.unsqueeze(-1) * Z) / n + torch.diag_embed(weight)
+        with one_thread():
+            step = torch.linalg.solve(hessian, grad)
+        decrease = (grad * step).sum(-1)
+        base, t = objective(w), torch.ones(S, dtype=Z.dtype)
+        for _ in range(30):
+            ok = objective(w - t.unsqueeze(-1) * step) <= base - 1e-4 * t * decrease
+            if ok.all():
+                break
+            t = torch.where(ok, t, 0.5 * t)
+        w = w - t.unsqueeze(-1) * step
+    return w, grad_norm
+
+
+def excess_risk(coef_x: torch.Tensor, beta: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """(b̂ − β*)ᵀ Σ (b̂ − β*) per seed: coef_x (S, d) -> (S,)."""
+    diff = coef_x - beta
+    return ((diff @ cov) * diff).sum(-1)
+
+
+def classification_error(coef_x: torch.Tensor, beta: torch.Tensor, cov: torch.Tensor, noise_var: float):
+    """0-1 error of sign(b̂ᵀx) for labels sign(β*ᵀx + ν): arccos(ρ)/π, ρ = b̂ᵀΣβ* / sqrt(b̂ᵀΣb̂ (β*ᵀΣβ* + σ_ν²))."""
+    signal = float(beta @ cov @ beta)
+    norm = ((coef_x @ cov) * coef_x).sum(-1).clamp_min(torch.finfo(coef_x.dtype).tiny)
+    rho = (coef_x @ cov @ beta) / torch.sqrt(norm * (signal + noise_var))
+    return torch.arccos(rho.clamp(-1.0, 1.0)) / math.pi
+
+
+def bayes_error(beta: torch.Tensor, cov: torch.Tensor, noise_var: float) -> float:
+    """Error of sign(β*ᵀx): arccos(sqrt(β*ᵀΣβ* / (β*ᵀΣβ* + σ_ν²)))/π."""
+    signal = float(beta @ cov @ beta)
+    return math.acos(math.sqrt(signal / (signal + noise_var))) / math.pi
+
+
+# --- curves ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Curve:
+    """Measured risk versus n for one representation and estimator.
+
+    risk_lo/risk_hi: 95% CI of the mean (mean ± 1.96 sd/√seeds); risk_p05/risk_p95: spread over
+    seeds; risk_predicted: the closed form (``None`` where there is none). n_to_target: smallest
+    grid n with mean ≤ target (``None`` if never); n_to_target_interp: log-log interpolation of the
+    mean between the bracketing grid points (``None`` if the target is not reached, or already at
+    the first point); n_to_target_predicted: real-valued closed-form n.
+    """
+
+    n: list[int]
+    risk_mean: list[float]
+    risk_lo: list[float]
+    risk_hi: list[float]
+    risk_p05: list[float]
+    risk_p95: list[float]
+    risk_predicted: list[float] | None
+    n_to_target: int | None
+    n_to_target_interp: float | None
+    n_to_target_predicted: float | None
+    features: int
+    bias: float
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class SampleComplexityResult:
+    """Everything ``linssl sample-complexity --json`` writes (``to_json``)."""
+
+    config: SampleComplexityConfig
+    target_risk: float
+    curves: dict[str, Curve]
+    ridge: dict[str, Curve] | None
+    classification: dict[str, Curve] | None
+    bayes_error: float
+    representation: dict
+    n_to_target_ratio: float | None
+    n_to_target_ratio_interp: float | None
+    n_to_target_ratio_predicted: float | None
+    seconds: float
+    interval: str = INTERVAL
+    spread: str = SPREAD
+    classification_metric: str = CLASSIFICATION_METRIC
+
+    @property
+    def dim_over_rank(self) -> float:
+        return self.config.dim / self.config.rank
+
+    def to_json(self) -> dict:
+        import dataclasses
+
+        out = dataclasses.asdict(self)
+        out["config"]["n_grid"] = list(self.config.sizes)
+        out["config"]["target_risk"] = self.target_risk
+        out["dim_over_rank"] = self.dim_over_rank
+        return out
+
+
+def summarise(values: torch.Tensor) -> tuple[float, float, float, float, float]:
+    """(mean, mean − 1.96 se, mean + 1.96 se, 5th percentile, 95th percentile) over the seed axis."""
+    v = values.double()
+    mean, se = float(v.mean()), float(v.std(unbiased=True)) / math.sqrt(v.numel())
+    p05, p95 = (float(q) for q in torch.quantile(v, torch.tensor([0.05, 0.95], dtype=v.dtype)))
+    return mean, mean - Z95 * se, mean + Z95 * se, p05, p95
+
+
+def samples_to_target(n: list[int], mean: list[float], target: float) -> tuple[int | None, float | None]:
+    """(smallest grid n with mean ≤ target, log-log interpolated crossing); ``None`` where undefined."""
+    below = [k for k, m in enumerate(mean) if m <= target]
+    if not below:
+        return None, None
+    k = below[0]
+    if k == 0:
+        return n[0], None
+    x0, x1, y0, y1 = math.log(n[k - 1]), math.log(n[k]), math.log(mean[k - 1]), math.log(mean[k])
+    return n[k], math.exp(x0 + (math.log(target) - y0) * (x1 - x0) / (y1 - y0))
+
+
+def _curve(n_grid, risks, target, predicted, n_pred, features, bias, extra=None) -> Curve:
+    stats = [summarise(r) for r in risks]
+    mean = [s[0] for s in stats]
+    n_grid = list(n_grid)
+    on_grid, interp = samples_to_target(n_grid, mean, target) if target is not None else (None, None)
+    return Curve(n_grid, mean, [s[1] for s in stats], [s[2] for s in stats], [s[3] for s in stats],
+                 [s[4] for s in stats], predicted, on_grid, interp, n_pred, features, bias, extra or {})
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a / b
+
+
+def sample_complexity_curves(config: SampleComplexityConfig) -> SampleComplexityResult:
+    """Risk versus n for the raw input and the learned representation, all seeds batched per n.
+
+    Runs torch on one thread (:func:`one_thread`): the work is many small batched problems, and
+    on a shared machine thread contention costs far more than threads gain.
+    """
+    with one_thread():
+        return _curves(config)
+
+
+def _curves(config: SampleComplexityConfig) -> SampleComplexityResult:
+    start = time.perf_counter()
+    model = task_model(config.dim, config.rank, config.wd, config.seed)
+    cov, noise_var, target = model.data_cov, config.noise**2, config.target
+    beta = true_coefficients(model, config.rank, config.outside, config.seed)
+    if config.representation == "ideal":
+        learned = ideal_representation(model, config.rank)
+    else:
+        learned = simulated_representation(model, config.wd, config.seed, t_max=config.sim_t_max,
+                                           conv_tol=config.sim_conv_tol)
+    learned.info["subspace_sine_to_kept"] = (
+        subspace_sine(learned.matrix, model.basis[:, : config.rank]) if learned.features == config.rank else None
+    )
+    reps = {"raw": raw_representation(config.dim), "learned": learned}
+    sizes = config.sizes
+    for rep in reps.values():
+        if sizes[0] <= rep.features + 1:
+            raise LinsslError(f"least squares on {rep.features} {rep.name} features needs n > {rep.features + 1}")
+    bias = {name: (representation_bias(rep.matrix, cov, beta) if name != "raw" else 0.0) for name, rep in reps.items()}
+
+    ols = {name: [] for name in reps}
+    ridge = {name: [] for name in reps}
+    penalty = {name: [] for name in reps}
+    cls = {name: [] for name in reps}
+    newton_grad = 0.0
+    identity = torch.allclose(cov, torch.eye(config.dim, dtype=DTYPE), atol=1e-12)
+    root = None if identity else torch.linalg.cholesky(cov).mT  # rows of g @ root have covariance Σ
+    for n in sizes:
+        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + n)
+        x = torch.randn(config.seeds, n, config.dim, generator=gen, dtype=DTYPE)
+        x = x if root is None else x @ root
+        y = x @ beta + config.noise * torch.randn(config.seeds, n, generator=gen, dtype=DTYPE)
+        raw_moments = Moments.from_samples(x, y)
+        for name, rep in reps.items():
+            moments = raw_moments if name == "raw" else raw_moments.project(rep.matrix)
+            ols[name].append(excess_risk(ols_fit(moments) @ rep.matrix.mT, beta, cov))
+            if config.ridge:
+                coef, lam = ridge_gcv_fit(moments)
+                ridge[name].append(excess_risk(coef @ rep.matrix.mT, beta, cov))
+                penalty[name].append(float(lam.median()))
+            if config.classification:
+                Z = x if name == "raw" else x @ rep.matrix
+                coef, grad = logistic_fit(Z, torch.where(y > 0, 1.0, -1.0).to(DTYPE))
+                newton_grad = max(newton_grad, grad)
+                cls[name].append(classification_error(coef @ rep.matrix.mT, beta, cov, noise_var))
+
+    error_bayes = bayes_error(beta, cov, noise_var)
+    curves, ridge_curves, cls_curves = {}, {}, {}
+    for name, rep in reps.items():
+        p, b = rep.features, bias[name]
+        predicted = [float(v) for v in predicted_excess_risk(noise_var, p, list(sizes), b)]
+        n_pred = predicted_samples_for_risk(noise_var, p, target, b)
+        curves[name] = _curve(sizes, ols[name], target, predicted, n_pred, p, b)
+        if config.ridge:
+            ridge_curves[name] = _curve(sizes, ridge[name], target, None, None, p, b, {"penalty_median": penalty[name]})
+        if config.classification:
+            excess = [e - error_bayes for e in cls[name]]
+            cls_curves[name] = _curve(sizes, excess, None, None, None, p, b,
+                                      {"logistic_l2": LOGISTIC_L2, "newton_max_grad": newton_grad})
+    raw, lrn = curves["raw"], curves["learned"]
+    return SampleComplexityResult(
+        config=config,
+        target_risk=target,
+        curves=curves,
+        ridge=ridge_curves or None,
+        classification=cls_curves or None,
+        bayes_error=error_bayes,
+        representation=learned.info,
+        n_to_target_ratio=_ratio(raw.n_to_target, lrn.n_to_target),
+        n_to_target_ratio_interp=_ratio(raw.n_to_target_interp, lrn.n_to_target_interp),
+        n_to_target_ratio_predicted=_ratio(raw.n_to_target_predicted, lrn.n_to_target_predicted),
+        seconds=time.perf_counter() - start,
+    )
