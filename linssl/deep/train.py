@@ -496,6 +496,45 @@ class TrainResult:
     step: int
 
 
+@dataclass
+class Session:
+    """Everything one training session holds: data, networks, optimiser and progress counters."""
+
+    cfg: DeepConfig
+    ranks: Ranks
+    device: torch.device
+    run_dir: Path
+    spec: datasets.DatasetSpec
+    pretrain: Any
+    train_set: Any
+    test_set: Any
+    images: Tensor | None
+    online: OnlineNetwork
+    target: nn.Sequential
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    augment: nn.Module
+    reduce: Any
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    epoch: int = 0
+    step: int = 0
+    metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    wall_before: float = 0.0
+    started: float = 0.0
+    train_seconds: float = 0.0
+    images_seen: int = 0
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    normalised_std: float
+    lr: float
+    seconds: float
+
+
 def train(cfg: DeepConfig, resume: bool = False, stop_after_epochs: int | None = None) -> TrainResult:
     """Train (or resume) the run of ``cfg`` in ``cfg.out``; see the module docstring.
 
@@ -505,13 +544,30 @@ def train(cfg: DeepConfig, resume: bool = False, stop_after_epochs: int | None =
     cfg = cfg.resolve()
     ranks, owns_group = init_ranks(cfg.device)
     try:
-        return _train(cfg, ranks, resume, stop_after_epochs)
+        s = prepare(cfg, ranks, resume)
+        writer = _tensorboard(s.run_dir) if ranks.main else None
+        stop_at = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, s.epoch + stop_after_epochs)
+        while s.epoch < stop_at:
+            stats = train_one_epoch(s)
+            if ranks.main:
+                line = end_of_epoch(s, stats)
+                if writer is not None:
+                    for key in ("loss", "lr", "knn_top1", "effective_rank", "normalised_std", "images_per_second"):
+                        if line[key] is not None:
+                            writer.add_scalar(key, line[key], s.epoch)
+            barrier(ranks)
+        if writer is not None:
+            writer.close()
+        summary = finish(s) if s.epoch >= cfg.epochs and ranks.main else None
+        barrier(ranks)
+        return TrainResult(s.online, s.target, s.metrics, summary, s.epoch, s.step)
     finally:
         if owns_group:
             dist.destroy_process_group()
 
 
-def _train(cfg: DeepConfig, ranks: Ranks, resume: bool, stop_after_epochs: int | None) -> TrainResult:
+def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool) -> Session:
+    """Check the run folder, load the data, build (or restore) networks and optimiser."""
     run_dir = Path(cfg.out)
     device = select_device(cfg.device, ranks.local_rank)
     checkpoint = load_checkpoint(run_dir / CHECKPOINT) if resume else None
@@ -539,8 +595,6 @@ def _train(cfg: DeepConfig, ranks: Ranks, resume: bool, stop_after_epochs: int |
     if cfg.batch_size % ranks.world or cfg.batch_size // ranks.world < 2:
         raise LinsslError(f"--batch-size {cfg.batch_size} must split into >= 2 images on each of {ranks.world} ranks")
     steps_per_epoch = n // cfg.batch_size
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
 
     online = build_online(cfg, spec.channels)
     if cfg.sync_bn and ranks.world > 1:
@@ -551,151 +605,150 @@ def _train(cfg: DeepConfig, ranks: Ranks, resume: bool, stop_after_epochs: int |
         online.to(memory_format=torch.channels_last)
         target.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(online, cfg)
-    epoch, step, metrics, wall_before = 0, 0, [], 0.0
+    s = Session(cfg, ranks, device, run_dir, spec, pretrain, train_set, test_set, device_images(pretrain, device),
+                online, target, online, optimizer, augment_mod.BatchAugment(augment_config(cfg)).to(device), None,
+                steps_per_epoch, cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch))
     if checkpoint is not None:
         online.load_state_dict(checkpoint["online"])
         target.load_state_dict(checkpoint["target"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        epoch, step, metrics = checkpoint["epoch"], checkpoint["step"], list(checkpoint["metrics"])
-        wall_before = checkpoint["wall_seconds"]
+        s.epoch, s.step, s.metrics = checkpoint["epoch"], checkpoint["step"], list(checkpoint["metrics"])
+        s.wall_before = checkpoint["wall_seconds"]
         set_rng_state(checkpoint["rng"])
     if cfg.compile:
         online.backbone.compile()
         target[0].compile()
-    model: nn.Module = online
-    reduce = None
     if ranks.world > 1:
         ids = [device.index] if device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(online, device_ids=ids)
-        reduce = all_reduce_mean
-    augment = augment_mod.BatchAugment(augment_config(cfg)).to(device)
-    images = device_images(pretrain, device)
-    check_every = 1 if device.type == "cpu" else 25  # host syncs for the NaN check and progress bar
-
+        s.model = nn.parallel.DistributedDataParallel(online, device_ids=ids)
+        s.reduce = all_reduce_mean
     if ranks.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", dataclasses.asdict(cfg))
-        write_metrics(run_dir / "metrics.jsonl", metrics)  # drops lines of an epoch never checkpointed
-    writer = _tensorboard(run_dir) if ranks.main else None
-    stop_at = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, epoch + stop_after_epochs)
-    channels_last = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    started = time.perf_counter()
-    train_seconds = images_seen = 0.0
+        write_metrics(run_dir / "metrics.jsonl", s.metrics)  # drops lines of an epoch never checkpointed
+    s.started = time.perf_counter()
+    return s
 
-    while epoch < stop_at:
-        online.train()
-        target.train()
-        shard = epoch_shard(n, cfg.batch_size, ranks, cfg.seed, epoch)
-        aug_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 1 + ranks.rank))
-        loss_sum = torch.zeros((), device=device)
-        std_sum = torch.zeros((), device=device)
-        lr = cfg.lr
-        bar = _progress(cfg, ranks, steps_per_epoch, epoch)
-        t0 = time.perf_counter()
-        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-        for k, batch in enumerate(iterate_batches(pretrain, images, shard, cfg, device)):
-            lr = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.lr_schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x1 = augment(batch, generator=aug_gen).contiguous(memory_format=channels_last)
-            x2 = augment(batch, generator=aug_gen).contiguous(memory_format=channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                z1, z2, p1, p2 = model(x1, x2, reduce=reduce)
-                with torch.no_grad():
-                    t1, t2 = target(x1), target(x2)
-                loss = symmetric_loss(p1, p2, t1, t2)
-            seen = loss.detach() if reduce is None else reduce(loss.detach())
-            nonfinite |= ~torch.isfinite(seen)
-            if (k + 1) % check_every == 0 or k + 1 == steps_per_epoch:
-                _stop_if_nonfinite(nonfinite, epoch, step, run_dir)
-                if bar is not None:
-                    rate = ((k + 1) * cfg.batch_size) / max(time.perf_counter() - t0, 1e-9)
-                    bar.set_postfix(loss=f"{seen.item():.4f}", img_s=f"{rate:.0f}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            ema_update_(target, online, ema_momentum_at(step, total_steps, cfg.ema, cfg.ema_schedule))
-            step += 1
-            loss_sum += seen
-            std_sum += normalised_std(z1)
+
+def train_one_epoch(s: Session) -> EpochStats:
+    """One pass over this rank's shard of the epoch's permutation (see the module docstring)."""
+    cfg, device = s.cfg, s.device
+    s.online.train()
+    s.target.train()
+    shard = epoch_shard(len(s.pretrain), cfg.batch_size, s.ranks, cfg.seed, s.epoch)
+    aug_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, s.epoch, 1 + s.ranks.rank))
+    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    check_every = 1 if device.type == "cpu" else 25  # host syncs (NaN check, progress bar) on CUDA
+    loss_sum, std_sum = torch.zeros((), device=device), torch.zeros((), device=device)
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    lr = cfg.lr
+    bar = _progress(cfg, s.ranks, s.steps_per_epoch, s.epoch)
+    t0 = time.perf_counter()
+    for k, batch in enumerate(iterate_batches(s.pretrain, s.images, shard, cfg, device)):
+        lr = lr_at(s.step, s.total_steps, s.warmup_steps, cfg.lr, cfg.lr_schedule)
+        for group in s.optimizer.param_groups:
+            group["lr"] = lr
+        x1 = s.augment(batch, generator=aug_gen).contiguous(memory_format=layout)
+        x2 = s.augment(batch, generator=aug_gen).contiguous(memory_format=layout)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+            z1, z2, p1, p2 = s.model(x1, x2, reduce=s.reduce)
+            with torch.no_grad():
+                t1, t2 = s.target(x1), s.target(x2)
+            loss = symmetric_loss(p1, p2, t1, t2)
+        seen = loss.detach() if s.reduce is None else s.reduce(loss.detach())
+        nonfinite |= ~torch.isfinite(seen)
+        if (k + 1) % check_every == 0:
+            _stop_if_nonfinite(nonfinite, s)
             if bar is not None:
-                bar.update(1)
-        _stop_if_nonfinite(nonfinite, epoch, step, run_dir)  # never checkpoint a diverged network
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        epoch_seconds = time.perf_counter() - t0
+                rate = (k + 1) * cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{seen.item():.4f}", img_s=f"{rate:.0f}")
+        s.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        s.optimizer.step()
+        ema_update_(s.target, s.online, ema_momentum_at(s.step, s.total_steps, cfg.ema, cfg.ema_schedule))
+        s.step += 1
+        loss_sum += seen
+        std_sum += normalised_std(z1)
         if bar is not None:
-            bar.close()
-        train_seconds += epoch_seconds
-        images_seen += steps_per_epoch * cfg.batch_size
-        epoch += 1
-
-        if ranks.main:
-            monitor = epoch == cfg.epochs or (cfg.knn_every > 0 and epoch % cfg.knn_every == 0)
-            knn = (evaluate_backbone(online.backbone, cfg, train_set, test_set, spec.num_classes, device, False)
-                   ["knn_top1"] if monitor else None)
-            line = {
-                "epoch": epoch,
-                "step": step,
-                "loss": (loss_sum / steps_per_epoch).item(),
-                "lr": lr,
-                "knn_top1": knn,
-                **spectra(online),
-                "normalised_std": (std_sum / steps_per_epoch).item(),
-                "healthy_std": 1.0 / math.sqrt(int(cfg.proj_dim)),
-                "images_per_second": steps_per_epoch * cfg.batch_size / epoch_seconds,
-                "epoch_seconds": epoch_seconds,
-                "wall_seconds": wall_before + time.perf_counter() - started,
-            }
-            metrics.append(line)
-            append_metrics(run_dir / "metrics.jsonl", line)
-            if writer is not None:
-                for key in ("loss", "lr", "knn_top1", "effective_rank", "normalised_std", "images_per_second"):
-                    if line[key] is not None:
-                        writer.add_scalar(key, line[key], epoch)
-            save_checkpoint(run_dir / CHECKPOINT, {
-                "online": online.state_dict(),
-                "target": target.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "step": step,
-                "rng": rng_state(),
-                "metrics": metrics,
-                "wall_seconds": line["wall_seconds"],
-                "config": dataclasses.asdict(cfg),
-            })
-        barrier(ranks)
-
-    if writer is not None:
-        writer.close()
-    summary = None
-    if epoch >= cfg.epochs and ranks.main:
-        final = evaluate_backbone(online.backbone, cfg, train_set, test_set, spec.num_classes, device, True)
-        summary = {
-            "dataset": cfg.dataset,
-            "predictor": cfg.predictor,
-            "arch": cfg.arch,
-            "epochs": cfg.epochs,
-            "linear_top1": final["linear_top1"],
-            "linear_train_top1": final["linear_train_top1"],
-            "probe_weight_decay": final["probe_weight_decay"],
-            "knn_top1": final["knn_top1"],
-            "wall_seconds": wall_before + time.perf_counter() - started,
-            "images_per_second": images_seen / train_seconds if train_seconds else None,
-            "device": _device_name(device),
-            "world_size": ranks.world,
-            "config": dataclasses.asdict(cfg),
-        }
-        write_json(run_dir / "summary.json", summary)
-    barrier(ranks)
-    return TrainResult(online, target, metrics, summary, epoch, step)
+            bar.update(1)
+    _stop_if_nonfinite(nonfinite, s)  # never checkpoint a diverged network
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    s.train_seconds += seconds
+    s.images_seen += s.steps_per_epoch * cfg.batch_size
+    s.epoch += 1
+    n = s.steps_per_epoch
+    return EpochStats((loss_sum / n).item(), (std_sum / n).item(), lr, seconds)
 
 
-def _stop_if_nonfinite(nonfinite: Tensor, epoch: int, step: int, run_dir: Path) -> None:
+def end_of_epoch(s: Session, stats: EpochStats) -> dict[str, Any]:
+    """Rank 0: kNN monitor, spectra, one metrics.jsonl line, then the atomic checkpoint."""
+    cfg = s.cfg
+    knn = None
+    if s.epoch == cfg.epochs or (cfg.knn_every > 0 and s.epoch % cfg.knn_every == 0):
+        knn = evaluate_backbone(s.online.backbone, cfg, s.train_set, s.test_set, s.spec.num_classes, s.device,
+                                probe=False)["knn_top1"]
+    line = {
+        "epoch": s.epoch,
+        "step": s.step,
+        "loss": stats.loss,
+        "lr": stats.lr,
+        "knn_top1": knn,
+        **spectra(s.online),
+        "normalised_std": stats.normalised_std,
+        "healthy_std": 1.0 / math.sqrt(int(cfg.proj_dim)),
+        "images_per_second": s.steps_per_epoch * cfg.batch_size / stats.seconds,
+        "epoch_seconds": stats.seconds,
+        "wall_seconds": s.wall_before + time.perf_counter() - s.started,
+    }
+    s.metrics.append(line)
+    append_metrics(s.run_dir / "metrics.jsonl", line)
+    save_checkpoint(s.run_dir / CHECKPOINT, {
+        "online": s.online.state_dict(),
+        "target": s.target.state_dict(),
+        "optimizer": s.optimizer.state_dict(),
+        "epoch": s.epoch,
+        "step": s.step,
+        "rng": rng_state(),
+        "metrics": s.metrics,
+        "wall_seconds": line["wall_seconds"],
+        "config": dataclasses.asdict(cfg),
+    })
+    return line
+
+
+def finish(s: Session) -> dict[str, Any]:
+    """Rank 0, after the last epoch: linear probe + kNN on frozen backbone features -> summary.json."""
+    cfg = s.cfg
+    final = evaluate_backbone(s.online.backbone, cfg, s.train_set, s.test_set, s.spec.num_classes, s.device,
+                              probe=True)
+    summary = {
+        "dataset": cfg.dataset,
+        "predictor": cfg.predictor,
+        "arch": cfg.arch,
+        "epochs": cfg.epochs,
+        "linear_top1": final["linear_top1"],
+        "linear_train_top1": final["linear_train_top1"],
+        "probe_weight_decay": final["probe_weight_decay"],
+        "knn_top1": final["knn_top1"],
+        "wall_seconds": s.wall_before + time.perf_counter() - s.started,
+        "images_per_second": s.images_seen / s.train_seconds if s.train_seconds else None,
+        "device": _device_name(s.device),
+        "world_size": s.ranks.world,
+        "config": dataclasses.asdict(cfg),
+    }
+    write_json(s.run_dir / "summary.json", summary)
+    return summary
+
+
+def _stop_if_nonfinite(nonfinite: Tensor, s: Session) -> None:
     if bool(nonfinite):
         raise DivergenceError(
-            f"the loss became NaN/inf in epoch {epoch + 1} (by step {step}); lower --lr (the last good "
-            f"checkpoint in {run_dir} is kept; --resume continues from it)"
+            f"the loss became NaN/inf in epoch {s.epoch + 1} (by step {s.step}); lower --lr (the last good "
+            f"checkpoint in {s.run_dir} is kept; --resume continues from it)"
         )
 
 
