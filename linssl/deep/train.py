@@ -386,7 +386,7 @@ def evaluate_backbone(
     backbone.train(was_training)
     out: dict[str, Any] = {
         "knn_top1": evaluate.knn_top1(train_x, train_y, test_x, test_y, k=cfg.knn_k, temperature=cfg.knn_t,
-                                      num_classes=num_classes)
+                                      num_classes=num_classes, device=device)
     }
     if probe:
         chosen = {} if cfg.probe_wd is None else {"weight_decays": (cfg.probe_wd,)}
@@ -442,9 +442,9 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, hint: str = "start the run without --resume") -> dict[str, Any]:
     if not path.is_file():
-        raise LinsslError(f"no checkpoint at {path}; start the run without --resume")
+        raise LinsslError(f"no checkpoint at {path}; {hint}")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated or foreign file: any unpickling error
@@ -774,7 +774,7 @@ def load_run(run_dir: str | os.PathLike, device: torch.device) -> tuple[DeepConf
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LinsslError(f"run folder {run_dir} does not exist")
-    checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT, "train at least one epoch with deep-train first")
     cfg = config_from_dict(checkpoint["config"], f"{run_dir / CHECKPOINT}").resolve()
     online = build_online(cfg, datasets.get_spec(cfg.dataset).channels)
     online.load_state_dict(checkpoint["online"])
