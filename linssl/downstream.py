@@ -18,8 +18,9 @@ the non-zero part of Wx in its own principal axes). An estimate γ̂ acts on x a
   excess 0-1 error arccos(ρ̂)/π − arccos(ρ*)/π with ρ̂ = corr(b̂ᵀx, β*ᵀx + ν) and ρ* that of the
   Bayes classifier sign(β*ᵀx) — exact for the Gaussian design.
 
-Every seed is an independent training set; all seeds of a grid point are drawn and solved at once
-(batched SVD / Newton over a leading seed axis).
+Every seed is an independent training set; all seeds of a grid point are drawn at once and solved
+as a batch over a leading seed axis (least squares and ridge from the sufficient statistics ZᵀZ,
+Zᵀy by batched Cholesky / eigh; logistic regression by batched Newton).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ Z95 = 1.959963984540054
 RANK_CUTOFF = 1e-3
 #: ridge penalties tried by GCV, relative to the mean squared singular value per sample of the design
 RIDGE_GRID = tuple(float(x) for x in np.logspace(-6, 2, 33))
+#: largest seeds × n × dim drawn at once (float64): one grid point's training sets must fit in memory
+MAX_SAMPLE_FLOATS = 400_000_000
 #: L2 penalty (l2/2)‖γ‖² of the logistic loss (per-sample mean): keeps separable training sets finite
 LOGISTIC_L2 = 1e-2
 
@@ -100,6 +103,11 @@ class SampleComplexityConfig:
         grid = self.sizes
         if not grid:
             raise LinsslError("the n grid is empty")
+        if self.seeds * grid[-1] * self.dim > MAX_SAMPLE_FLOATS:
+            raise LinsslError(
+                f"seeds × n × dim = {self.seeds} × {grid[-1]} × {self.dim} exceeds {MAX_SAMPLE_FLOATS:.0e} numbers "
+                f"({8 * MAX_SAMPLE_FLOATS / 2**30:.0f} GiB at once); lower --seeds or the largest n"
+            )
         if grid[0] <= self.dim + 1:
             raise LinsslError(
                 f"least squares on the raw input needs n > dim + 1 = {self.dim + 1}, got n = {grid[0]}; "
@@ -384,7 +392,8 @@ class Curve:
 
     risk_lo/risk_hi: 95% CI of the mean (mean ± 1.96 sd/√seeds); risk_p05/risk_p95: spread over
     seeds; risk_predicted: the closed form (``None`` where there is none). n_to_target: smallest
-    grid n with mean ≤ target (``None`` if never); n_to_target_interp: log-log interpolation of the
+    grid n with mean ≤ target (``None`` if never; only an upper bound when it is the first grid
+    point); n_to_target_interp: log-log interpolation of the
     mean between the bracketing grid points (``None`` if the target is not reached, or already at
     the first point); n_to_target_predicted: real-valued closed-form n.
     """
@@ -440,7 +449,7 @@ class SampleComplexityResult:
 def summarise(values: torch.Tensor) -> tuple[float, float, float, float, float]:
     """(mean, mean − 1.96 se, mean + 1.96 se, 5th percentile, 95th percentile) over the seed axis."""
     v = values.double()
-    mean, se = float(v.mean()), float(v.std(unbiased=True)) / math.sqrt(v.numel())
+    mean, se = float(v.mean()), float(v.std(correction=1)) / math.sqrt(v.numel())
     p05, p95 = (float(q) for q in torch.quantile(v, torch.tensor([0.05, 0.95], dtype=v.dtype)))
     return mean, mean - Z95 * se, mean + Z95 * se, p05, p95
 

@@ -235,6 +235,7 @@ def test_simulated_representation_matches_the_ideal_one():
         (dict(rank=50, outside=0.1), "outside"),
         (dict(wd=0.3), "wd"),
         (dict(target_risk=-1.0), "target"),
+        (dict(seeds=100_000), "lower --seeds"),
     ],
 )
 def test_bad_config_is_a_clear_error(kwargs, message):
