@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +34,7 @@ import torch
 
 from linssl.data import DTYPE, DataModel, commuting_model
 from linssl.errors import LinsslError
+from linssl.runtime import one_thread
 from linssl.theory import ols_excess_risk, ols_samples_for_risk, threshold_aug_var
 
 REPRESENTATIONS = ("ideal", "simulated")
@@ -250,22 +249,6 @@ def predicted_samples_for_risk(noise_var: float, features: int, target: float, b
 
 
 # --- estimators, batched over a leading seed axis ------------------------------------------------
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one thread inside the block (restored after).
-
-    A batch of small (p × p) LAPACK problems (eigh, Cholesky, solve) gains nothing from threads
-    and on a busy machine loses badly to thread contention (measured: batched eigh of 200 50×50
-    matrices 0.04 s on one thread, 22 s on two contended ones).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)

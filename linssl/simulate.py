@@ -31,6 +31,7 @@ from linssl.dynamics import (
 from linssl.errors import LinsslError
 from linssl.predictors import F_SOURCES, NORMS, PREDICTOR_NAMES, PredictorRule, make_rule
 from linssl.records import KEPT_TOL, RunRecord, record
+from linssl.runtime import one_thread
 
 MODES = ("flow", "gd", "sgd")
 #: Relative gain tolerance of the verdict: flow and GD share the exact fixed points; SGD is noisy.
@@ -196,7 +197,8 @@ def run_simulation(config: SimConfig, progress: bool = False) -> SimulationResul
     model = config.model()
     m = config.out_dim or model.dim
     problem = Problem.from_models(model, config.dynamics())
-    traj = integrate(config, problem, model, progress)
+    with one_thread():  # small matrices: threads only add contention
+        traj = integrate(config, problem, model, progress)
     if not model.commuting:
         return _general_result(config, model, problem, traj)
     lam, s2 = model.data_var.numpy(), model.aug_var.numpy()

@@ -1,0 +1,129 @@
+"""The simulator: closed-form agreement across rules/targets/integrators, and the CLI contract."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from linssl.simulate import SimConfig, run_simulation
+
+# (predictor, alpha, f_source, target, init_scale). DirectSet(2) squares small predictor eigenvalues,
+# so it needs a larger initial scale to start outside the collapse basin (SPEC §4).
+FLOW_CASES = [
+    (pred, alpha, source, target, 1.0 if alpha == 2.0 else 0.5)
+    for pred, alpha in [("directpred", None), ("directcopy", None), ("directset", 0.25), ("directset", 2.0)]
+    for source in ("aug", "clean")
+    for target in ("stopgrad", "ema")
+] + [("trainable", None, "aug", "stopgrad", 0.5), ("trainable", None, "aug", "ema", 0.5)]
+
+
+@pytest.mark.parametrize("pred, alpha, source, target, init_scale", FLOW_CASES)
+@pytest.mark.parametrize("wd", [0.05, 0.1])
+def test_flow_matches_closed_form(pred, alpha, source, target, init_scale, wd):
+    r = run_simulation(SimConfig(wd=wd, predictor=pred, alpha=alpha, f_source=source, target=target,
+                                 init_scale=init_scale, seed=1))
+    assert r.converged
+    for f in r.features:
+        if f.near_threshold:
+            continue
+        assert f.kept_simulated == f.kept_predicted
+        if f.kept_predicted:
+            # the issue's bar is 1e-3 relative; the flow actually reaches ~1e-9 (rtol 1e-9, conv 1e-8)
+            assert f.gain_sq_simulated == pytest.approx(f.gain_sq_predicted, rel=1e-3)
+    assert r.alignment_offdiag < 1e-6
+    assert r.projection_error < 1e-6
+    assert r.passed, r.verdict
+
+
+def test_default_aug_var_straddles_both_thresholds():
+    from linssl import theory
+    from linssl.data import DEFAULT_AUG_VAR
+
+    for wd in (0.05, 0.1):
+        star = theory.threshold_aug_var(wd)
+        kept = [s for s in DEFAULT_AUG_VAR if s <= star]
+        assert 0 < len(kept) < len(DEFAULT_AUG_VAR)
+        assert all(abs(s - star) > 0.1 * star for s in DEFAULT_AUG_VAR)  # none within 10%
+
+
+@pytest.mark.parametrize("mode", ["gd", "sgd"])
+def test_gd_and_sgd_agree_with_theory(mode):
+    r = run_simulation(SimConfig(mode=mode, predictor="directcopy", seed=2))
+    assert r.passed, r.verdict
+
+
+def test_gaussian_init_can_start_in_the_collapse_basin():
+    """A Gaussian W has small singular directions: with DirectCopy (p ∝ s) one kept feature collapses
+    to w = 0 — the second stable fixed point — and the verdict says so instead of hiding it."""
+    r = run_simulation(SimConfig(predictor="directcopy", init="gaussian", seed=1))
+    assert not r.passed and "DISAGREES" in r.verdict
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "linssl.simulate", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_cli_default_table_json_and_plot(tmp_path):
+    out, plot = tmp_path / "r.json", tmp_path / "r.png"
+    proc = run_cli("--wd", "0.05", "--json", str(out), "--plot", str(plot))
+    assert proc.returncode == 0, proc.stderr
+    assert "gain² (theory)" in proc.stdout and "AGREES with theory" in proc.stdout
+    data = json.loads(out.read_text())
+    for key in ("config", "threshold_aug_var", "features", "alignment_offdiag", "projection_error", "converged"):
+        assert key in data
+    assert data["threshold_aug_var"] == pytest.approx(4.0)
+    assert set(data["features"][0]) >= {"data_var", "aug_var", "kept_predicted", "kept_simulated",
+                                        "gain_sq_predicted", "gain_sq_simulated"}
+    assert data["config"]["wd"] == 0.05 and data["config"]["predictor"] == "directpred"
+    assert plot.stat().st_size > 1000
+
+
+def test_cli_is_the_same_as_linssl_simulate():
+    a = run_cli("--aug-var", "0.2,6", "--wd", "0.1")
+    b = subprocess.run([sys.executable, "-m", "linssl.cli", "simulate", "--aug-var", "0.2,6", "--wd", "0.1"],
+                       capture_output=True, text=True, timeout=300)
+    assert a.returncode == b.returncode == 0
+    assert a.stdout == b.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--wd", "-0.1"],
+        ["--wd", "abc"],
+        ["--wd", "nan"],
+        ["--aug-var", "0.1,0.5", "--data-var", "1,1,1"],
+        ["--aug-var", "0.1,-2"],
+        ["--aug-var", "0.1,x"],
+        ["--dim", "3", "--aug-var", "0.1,0.2"],
+        ["--predictor", "directset", "--alpha", "0"],
+        ["--predictor", "directset"],
+        ["--predictor", "simclr"],
+        ["--norm", "l1"],
+        ["--mode", "gd", "--lr", "5"],
+        ["--mode", "sgd", "--lr", "-1"],
+        ["--out-dim", "20"],
+    ],
+)
+def test_cli_bad_input_one_line_exit_2_no_output(tmp_path, capsys, args):
+    from linssl.cli import command_main
+
+    out = tmp_path / "r.json"
+    out.write_text("previous")
+    try:
+        code = command_main("linssl.simulate", "linssl simulate", [*args, "--json", str(out)])
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert out.read_text() == "previous"  # nothing written, nothing half-written
+    assert not [p for p in tmp_path.iterdir() if p.name != "r.json"]
+
+
+def test_divergence_message_names_the_lr_in_a_real_process():
+    proc = run_cli("--mode", "gd", "--lr", "5")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "diverged" in proc.stderr and "lr" in proc.stderr
