@@ -1,0 +1,293 @@
+"""Explicit Runge–Kutta for a batch of independent ODE runs, each with its own adaptive step.
+
+One call advances B runs y_b' = f_b(y_b) together: every stage is one batched evaluation of the
+right-hand side on the runs still active, but each run keeps its own time t_b, step h_b and error
+test, so a stiff run no longer sets the step of all the others (as a single ``solve_ivp`` over the
+stacked vector does). Finished runs (t_b = t_max, or converged) leave the batch.
+
+The tableaux (Dormand–Prince 5(4) ``RK45`` and Hairer's ``DOP853``) and the step controller are
+those of ``scipy.integrate.solve_ivp``, applied per run:
+
+    scale = atol + rtol · max(|y|, |y_new|)
+    err   = ‖h Σ_s E_s K_s / scale‖_rms                    (RK45; DOP853 combines its 5th/3rd-order
+                                                           estimates: |h| e5² / sqrt(n (e5² + 0.01 e3²)))
+    accept iff err < 1;  h ← h · clip(0.9 err^(−1/(q+1)), 0.2, 10)   (no growth right after a rejection)
+
+so a run of the batch takes the same steps as ``solve_ivp`` on that run alone, up to rounding.
+Steps are shortened to land exactly on the record times; a run stops early when max|f(y)| < conv_tol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.integrate
+import torch
+
+from linssl.dynamics import Problem, State, Trajectory, _check_finite
+from linssl.errors import DivergenceError, LinsslError
+
+SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
+METHODS = ("RK45", "DOP853")
+
+
+@dataclass(frozen=True)
+class Tableau:
+    """Butcher tableau of an embedded explicit pair (scipy's coefficients)."""
+
+    name: str
+    A: torch.Tensor  # (S, S)
+    B: torch.Tensor  # (S,)
+    C: torch.Tensor  # (S,)
+    E: torch.Tensor  # (S + 1,) error weights (RK45), or E5 for DOP853
+    E3: torch.Tensor | None  # DOP853 third-order error weights
+    error_order: int
+
+    @property
+    def stages(self) -> int:
+        return self.B.numel()
+
+
+def tableau(method: str, dtype: torch.dtype = torch.float64) -> Tableau:
+    """The ``RK45`` or ``DOP853`` tableau of ``scipy.integrate``."""
+    if method not in METHODS:
+        raise LinsslError(f"batched integrator method must be one of {', '.join(METHODS)}, got {method!r}")
+    cls = getattr(scipy.integrate, method)
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype)  # noqa: E731
+    if method == "RK45":
+        return Tableau(method, t(cls.A), t(cls.B), t(cls.C), t(cls.E), None, cls.error_estimator_order)
+    return Tableau(method, t(cls.A), t(cls.B), t(cls.C), t(cls.E5), t(cls.E3), cls.error_estimator_order)
+
+
+@dataclass
+class BatchedSolution:
+    """Per-run results: final state, records at ``record_times`` (a run that stopped early holds its
+    final state at later record times), time reached, accepted/rejected steps, convergence."""
+
+    y_final: torch.Tensor  # (B, n)
+    record_times: np.ndarray  # (T,)
+    records: torch.Tensor  # (T, B, n)
+    t_final: np.ndarray  # (B,)
+    accepted: np.ndarray  # (B,)
+    rejected: np.ndarray  # (B,)
+    converged: np.ndarray  # (B,)
+    evaluations: int  # batched right-hand-side calls
+    run_evaluations: int  # Σ over calls of the number of runs evaluated
+
+
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    return x.pow(2).mean(-1).sqrt()
+
+
+def solve_batched(
+    fun: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    y0: torch.Tensor,
+    t_max: float,
+    *,
+    rtol: float = 1e-9,
+    atol: float = 1e-12,
+    method: str = "DOP853",
+    record_times: np.ndarray | None = None,
+    conv_tol: float = 0.0,
+    max_iterations: int = 1_000_000,
+) -> BatchedSolution:
+    """Integrate y_b' = fun(y, idx)_b from t = 0 to ``t_max`` for every row b of ``y0`` (B, n).
+
+    ``fun(y, idx)`` gets the states of the active runs ``idx`` (a LongTensor) and returns their
+    derivatives; it must treat rows independently. ``conv_tol`` > 0 stops a run once max|f| < conv_tol.
+    """
+    if not (t_max > 0 and math.isfinite(t_max)):
+        raise LinsslError(f"time must be positive, got {t_max}")
+    tab = tableau(method, y0.dtype)
+    B, n = y0.shape
+    rec_t = np.asarray([t_max] if record_times is None else record_times, dtype=np.float64)
+    rec_t = np.unique(np.clip(rec_t, 0.0, t_max))
+    records = y0.new_zeros((rec_t.size, B, n))
+    rec_next = torch.zeros(B, dtype=torch.long)
+    if rec_t[0] == 0.0:
+        records[0] = y0
+        rec_next += 1
+    rec_tensor = torch.as_tensor(np.append(rec_t, np.inf), dtype=y0.dtype)
+    exponent = -1.0 / (tab.error_order + 1)
+    counts = {"evals": 0, "run_evals": 0}
+
+    def f(y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        counts["evals"] += 1
+        counts["run_evals"] += idx.numel()
+        return fun(y, idx)
+
+    all_idx = torch.arange(B)
+    y = y0.clone()
+    fy = f(y, all_idx)
+    t = torch.zeros(B, dtype=y0.dtype)
+    h = _initial_step(f, y, fy, all_idx, tab.error_order, rtol, atol, t_max)
+    rejected_last = torch.zeros(B, dtype=torch.bool)
+    accepted = torch.zeros(B, dtype=torch.long)
+    rejected = torch.zeros(B, dtype=torch.long)
+    converged = torch.zeros(B, dtype=torch.bool)
+    failed = torch.zeros(B, dtype=torch.bool)
+    active = torch.ones(B, dtype=torch.bool)
+    if conv_tol > 0:
+        converged = fy.abs().amax(-1) < conv_tol
+        active &= ~converged
+    K = y0.new_zeros((tab.stages + 1, B, n))
+    for _ in range(max_iterations):
+        idx = active.nonzero().squeeze(-1)
+        if idx.numel() == 0:
+            break
+        ya, fa, ta = y[idx], fy[idx], t[idx]
+        bound = rec_tensor[rec_next[idx]].clamp(max=t_max)
+        min_step = 10 * (torch.nextafter(ta, torch.full_like(ta, math.inf)) - ta)
+        h[idx] = torch.maximum(h[idx], min_step)
+        step = torch.minimum(h[idx], bound - ta)
+        clipped = step < h[idx]
+        Ka = K[:, : idx.numel()]
+        Ka[0] = fa
+        for s in range(1, tab.stages):
+            dy = torch.tensordot(tab.A[s, :s], Ka[:s], dims=1) * step[:, None]
+            Ka[s] = f(ya + dy, idx)
+        y_new = ya + torch.tensordot(tab.B, Ka[:-1], dims=1) * step[:, None]
+        f_new = f(y_new, idx)
+        Ka[-1] = f_new
+        scale = atol + torch.maximum(ya.abs(), y_new.abs()) * rtol
+        err = _error_norm(tab, Ka, step, scale)
+        ok = err < 1
+        grow = torch.where(err == 0, torch.full_like(err, MAX_FACTOR),
+                           (SAFETY * err.pow(exponent)).clamp(max=MAX_FACTOR))
+        grow = torch.where(rejected_last[idx], grow.clamp(max=1.0), grow)
+        shrink = (SAFETY * err.pow(exponent)).nan_to_num(nan=MIN_FACTOR).clamp(min=MIN_FACTOR)
+        # a step shortened to hit a record time does not shrink the next one
+        base = torch.where(ok & clipped, torch.maximum(h[idx], step * grow), step * grow)
+        h[idx] = torch.where(ok, base, step * shrink)
+        too_small = ~ok & (step * shrink < min_step)
+        failed[idx[too_small]] = True
+        active[idx[too_small]] = False
+        rejected_last[idx] = ~ok
+        acc = idx[ok]
+        rejected[idx[~ok]] += 1
+        accepted[acc] += 1
+        t_acc = torch.where(clipped, bound, ta + step)[ok]
+        t[acc], y[acc], fy[acc] = t_acc, y_new[ok], f_new[ok]
+        hit = t_acc >= bound[ok]
+        for b, k in zip(acc[hit].tolist(), rec_next[acc[hit]].tolist(), strict=True):
+            if k < rec_t.size:
+                records[k, b] = y[b]
+        rec_next[acc[hit]] += 1
+        done = t_acc >= t_max
+        if conv_tol > 0:
+            settled = f_new[ok].abs().amax(-1) < conv_tol
+            converged[acc[settled]] = True
+            done |= settled
+        active[acc[done]] = False
+    else:
+        raise DivergenceError(f"the batched integration did not finish in {max_iterations} iterations")
+    if failed.any():
+        raise DivergenceError(f"the step size fell below the rounding limit in {int(failed.sum())} run(s) "
+                              "(the run diverges or is too stiff for an explicit method)")
+    for b in range(B):  # runs that stopped early keep their final state at later record times
+        k = int(rec_next[b])
+        if k < rec_t.size:
+            records[k:, b] = y[b]
+    return BatchedSolution(y, rec_t, records, t.numpy(), accepted.numpy(), rejected.numpy(), converged.numpy(),
+                           counts["evals"], counts["run_evals"])
+
+
+def _error_norm(tab: Tableau, K: torch.Tensor, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Per-run scaled error norm of scipy's RK45 / DOP853 (module docstring)."""
+    if tab.E3 is None:
+        return _rms(torch.tensordot(tab.E, K, dims=1) * h[:, None] / scale)
+    e5 = (torch.tensordot(tab.E, K, dims=1) / scale).pow(2).sum(-1)
+    e3 = (torch.tensordot(tab.E3, K, dims=1) / scale).pow(2).sum(-1)
+    denom = (e5 + 0.01 * e3) * K.shape[-1]
+    return torch.where(denom > 0, h.abs() * e5 / denom.sqrt(), torch.zeros_like(e5))
+
+
+def _initial_step(f, y: torch.Tensor, fy: torch.Tensor, idx: torch.Tensor, order: int, rtol: float, atol: float,
+                  t_max: float) -> torch.Tensor:
+    """scipy's ``select_initial_step`` per run (Hairer, Nørsett & Wanner, II.4)."""
+    scale = atol + y.abs() * rtol
+    d0, d1 = _rms(y / scale), _rms(fy / scale)
+    h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1).clamp(max=t_max)
+    f1 = f(y + h0[:, None] * fy, idx)
+    d2 = _rms((f1 - fy) / scale) / h0
+    big = torch.maximum(d1, d2)
+    h1 = torch.where(big <= 1e-15, (h0 * 1e-3).clamp(min=1e-6), (0.01 / big).pow(1.0 / (order + 1)))
+    return torch.minimum(100 * h0, torch.minimum(h1, torch.full_like(h1, t_max)))
+
+
+# ------------------------------------------------------------------ the linear dynamics on top
+
+
+def _pack(state: State) -> torch.Tensor:
+    B = state.W.shape[0]
+    return torch.cat([t.reshape(B, -1) for t in state.tensors()], dim=1)
+
+
+def _unpack(flat: torch.Tensor, template: State) -> State:
+    out, start, b = [], 0, flat.shape[0]
+    for t in (template.W, template.Wp, template.Wa):
+        if t is None:
+            out.append(None)
+            continue
+        size = t[0].numel()
+        out.append(flat[:, start : start + size].reshape(b, *t.shape[1:]))
+        start += size
+    return State(*out)
+
+
+def sub_problem(problem: Problem, idx: torch.Tensor) -> Problem:
+    """The runs ``idx`` of a batched problem, as a problem of their own (moments and weight decays)."""
+    wd = problem.wd.reshape(-1)[idx]
+    config = dataclasses.replace(problem.config, wd=tuple(float(w) for w in wd))
+    return Problem(problem.data_cov[idx], problem.view_cov[idx], config, idx.numel())
+
+
+def integrate_flow_batched(
+    problem: Problem,
+    state: State,
+    t_max: float = 5000.0,
+    rtol: float = 1e-9,
+    atol: float = 1e-12,
+    conv_tol: float = 1e-8,
+    n_records: int = 200,
+    method: str = "DOP853",
+) -> Trajectory:
+    """The gradient flow of every run of ``problem`` with per-run steps (``solve_batched``).
+
+    Records at t = 0, ``n_records − 1`` log-spaced times from 0.01 and ``t_max`` (as ``integrate_flow``);
+    each run stops on its own once max|d(state)/dt| < conv_tol (0 disables the test).
+    """
+    template = state.clone()
+    cache: dict[int, tuple[torch.Tensor, Problem]] = {}
+
+    def fun(y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        key = idx.numel()
+        if key not in cache or not torch.equal(cache[key][0], idx):
+            cache.clear()
+            cache[key] = (idx.clone(), problem if key == problem.batch else sub_problem(problem, idx))
+        return _pack(cache[key][1].velocity(_unpack(y, template)))
+
+    log_spaced = np.geomspace(min(1e-2, t_max), t_max, max(n_records - 1, 1))
+    record_times = np.unique(np.concatenate([[0.0], log_spaced, [t_max]]))
+    sol = solve_batched(fun, _pack(state), t_max, rtol=rtol, atol=atol, method=method,
+                        record_times=record_times, conv_tol=conv_tol)
+    reached = float(sol.t_final.max())
+    keep = sol.record_times <= reached
+    snaps = [_unpack(sol.records[k], template).clone() for k in np.flatnonzero(keep)]
+    final = _unpack(sol.y_final, template).clone()
+    _check_finite(final, f"t = {reached:.3g}", "try a smaller --init-scale")
+    speed = problem.velocity(final)
+    speeds = _pack(speed).abs().amax(-1).numpy()
+    info = {"t_final": reached, "t_final_per_run": sol.t_final, "max_speed": float(speeds.max()),
+            "max_speed_per_run": speeds, "accepted_steps": sol.accepted, "rejected_steps": sol.rejected,
+            "run_evaluations": sol.run_evaluations, "integrator": f"batched-{method}"}
+    times = sol.record_times[keep]
+    if times[-1] < reached:  # the last run stopped (converged) between two record times
+        times = np.append(times, reached)
+        snaps.append(final)
+    converged = bool(speeds.max() < 10 * conv_tol)
+    return Trajectory(times, snaps, final, converged, sol.evaluations, info)
