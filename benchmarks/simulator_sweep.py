@@ -1,0 +1,144 @@
+"""A weight-decay sweep of the linear flow: linssl's batched integrator against a loop of solve_ivp.
+
+The problem (SPEC §2): d-dimensional commuting model (λ = 1, σ² log-spaced 0.05 … 12, random basis),
+m = d outputs, stop-gradient target, direct predictors with norm none and ε = 0, the same seeded
+initial W for both sides, ``runs`` weight decays log-spaced 0.01 … 0.2, rules DirectPred (α = ½),
+DirectCopy (α = 1) and DirectSet(α). Both sides integrate dW/dt = −W_pᵀ(W_p W (X + X') − W X) − ηW
+to the same fixed horizon t_max (no convergence stop) with the same method and tolerances:
+
+- loop: one ``scipy.integrate.solve_ivp`` per run, plain numpy right-hand side
+  (``np.linalg.eigh`` for α ≠ 1);
+- batched: ``linssl.sweep.sweep_flow`` (per-run step control, ``linssl.batched_ode``), and, for
+  reference, its ``solve_ivp`` path (one solve_ivp over the stacked batch, one shared step).
+
+The answers are checked: max |Δ gain²| over all runs and features between the loop and linssl.
+
+    .venv/bin/python benchmarks/simulator_sweep.py            # d = 32, 64 weight decays × 3 rules
+    .venv/bin/python benchmarks/simulator_sweep.py --quick    # d = 8, 8 weight decays, short horizon
+
+Last line: {"speedup": …, "max_abs_diff": …, "speedup_vs_shared_step": …}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+import numpy as np
+import torch
+from _common import emit, machine, print_table
+from scipy.integrate import solve_ivp
+
+from linssl.data import DataModel, commuting_model
+from linssl.dynamics import DynamicsConfig, Problem, initial_state
+from linssl.predictors import PredictorRule, make_rule
+from linssl.sweep import sweep_flow
+
+
+def numpy_rhs(data_cov: np.ndarray, view_cov: np.ndarray, wd: float, alpha: float, d: int):
+    """The flow's right-hand side for one run, written plainly in numpy (norm none, ε = 0, F source aug)."""
+
+    def rhs(_t: float, y: np.ndarray) -> np.ndarray:
+        W = y.reshape(d, d)
+        F = W @ view_cov @ W.T
+        F = 0.5 * (F + F.T)
+        if alpha == 1.0:
+            Wp = F
+        else:
+            s, U = np.linalg.eigh(F)
+            Wp = (U * np.maximum(s, 0.0) ** alpha) @ U.T
+        residual = Wp @ W @ view_cov - W @ data_cov
+        return (-Wp.T @ residual - wd * W).ravel()
+
+    return rhs
+
+
+def loop_sweep(
+    model: DataModel, wds: np.ndarray, rule: PredictorRule, W0: torch.Tensor, args: argparse.Namespace
+) -> tuple[np.ndarray, int]:
+    """Final gain² (runs, d) and the total number of right-hand-side evaluations."""
+    d = model.dim
+    X, V, U = model.data_cov.numpy(), model.view_cov.numpy(), model.basis.numpy()
+    gains, evals = [], 0
+    for b, wd in enumerate(wds):
+        sol = solve_ivp(numpy_rhs(X, V, float(wd), rule.alpha, d), (0.0, args.t_max), W0[b].numpy().ravel(),
+                        method=args.method, rtol=args.rtol, atol=args.atol)
+        if sol.status != 0:
+            raise RuntimeError(f"solve_ivp failed for wd {wd}: {sol.message}")
+        evals += sol.nfev
+        W = sol.y[:, -1].reshape(d, d)
+        gains.append(((W @ U) ** 2).sum(0))
+    return np.asarray(gains), evals
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def blas_threads(n: int):
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="d = 8, 8 weight decays, t_max = 20")
+    parser.add_argument("--dim", type=int, default=32)
+    parser.add_argument("--runs", type=int, default=64, help="number of weight decays")
+    parser.add_argument("--t-max", type=float, default=200.0)
+    parser.add_argument("--rtol", type=float, default=1e-8)
+    parser.add_argument("--atol", type=float, default=1e-10)
+    parser.add_argument("--method", choices=("RK45", "DOP853"), default="DOP853")
+    parser.add_argument("--alpha", type=float, default=0.25, help="α of the DirectSet(α) rule")
+    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads for both sides")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.dim, args.runs, args.t_max = 8, 8, 20.0
+    torch.set_num_threads(args.threads)
+    model = commuting_model(1.0, np.geomspace(0.05, 12.0, args.dim), seed=args.seed)
+    wds = np.geomspace(0.01, 0.2, args.runs)
+    rules = [make_rule("directpred"), make_rule("directcopy"), make_rule("directset", alpha=args.alpha)]
+    print("machine:", machine())
+    print(f"d {args.dim}, {args.runs} weight decays, t_max {args.t_max}, {args.method}, rtol {args.rtol}, "
+          f"atol {args.atol}, threads {args.threads}, no convergence stop")
+    rows, totals, worst = [], {"loop": 0.0, "batched": 0.0, "shared": 0.0}, 0.0
+    worst_shared = 0.0
+    sweep_kw = dict(init_scale=0.5, seed=args.seed, t_max=args.t_max, conv_tol=0.0, rtol=args.rtol, atol=args.atol,
+                    n_records=3, method=args.method)  # records at 0, 0.01, t_max
+    with blas_threads(args.threads):
+        for rule in rules:
+            problem = Problem.from_models(model, DynamicsConfig(rule, tuple(wds)), args.runs)
+            W0 = initial_state(problem, args.dim, 0.5, args.seed).W  # what sweep_flow starts from
+            (loop_gains, loop_evals), t_loop = timed(lambda rule=rule, W0=W0: loop_sweep(model, wds, rule, W0, args))
+            batched, t_batched = timed(lambda rule=rule: sweep_flow(model, wds, rule, integrator="batched", **sweep_kw))
+            shared, t_shared = timed(lambda rule=rule: sweep_flow(model, wds, rule, integrator="solve_ivp", **sweep_kw))
+            diff = float(np.abs(batched.gain_sq - loop_gains).max())
+            diff_shared = float(np.abs(shared.gain_sq - loop_gains).max())
+            worst, worst_shared = max(worst, diff), max(worst_shared, diff_shared)
+            run_evals = batched.trajectory.info["run_evaluations"]
+            totals["loop"] += t_loop
+            totals["batched"] += t_batched
+            totals["shared"] += t_shared
+            label = rule.name if rule.name != "directset" else f"directset({rule.alpha:g})"
+            rows.append([label, t_loop, loop_evals, 1e6 * t_loop / loop_evals, t_shared, t_batched, run_evals,
+                         1e6 * t_batched / run_evals, t_loop / t_batched, t_shared / t_batched, diff, diff_shared])
+    rows.append(["total", totals["loop"], "", "", totals["shared"], totals["batched"], "", "",
+                 totals["loop"] / totals["batched"], totals["shared"] / totals["batched"], worst, worst_shared])
+    print_table(["rule", "loop s", "loop evals", "loop µs/eval", "solve_ivp-batch s", "batched s", "batched run-evals",
+                 "batched µs/run-eval", "speedup vs loop", "vs solve_ivp-batch", "max|Δg²| batched",
+                 "max|Δg²| solve_ivp-batch"], rows)
+    headline = {"speedup": round(totals["loop"] / totals["batched"], 3), "max_abs_diff": worst,
+                "speedup_vs_shared_step": round(totals["shared"] / totals["batched"], 3)}
+    emit(headline)
+    return headline
+
+
+if __name__ == "__main__":
+    main()
