@@ -1,0 +1,54 @@
+"""Atomic output and the top-level command."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from linssl.io import atomic_write, write_json
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "out.json"
+    write_json(path, {"a": 1})
+
+    def broken(tmp):
+        with open(tmp, "w") as fh:
+            fh.write('{"half": ')
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, broken)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary file left behind
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    path = write_json(tmp_path / "x.json", {"b": [1.5]})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_write_json_refuses_nan(tmp_path):
+    with pytest.raises(ValueError):
+        write_json(tmp_path / "x.json", {"bad": float("nan")})
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args", [["nonsense"], []])
+def test_linssl_unknown_or_missing_command(args):
+    proc = subprocess.run([sys.executable, "-m", "linssl.cli", *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_linssl_help_lists_every_command():
+    from linssl.cli import COMMANDS
+
+    proc = subprocess.run([sys.executable, "-m", "linssl.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    for name in COMMANDS:
+        assert name in proc.stdout
