@@ -105,11 +105,14 @@ class SimConfig:
 
 @dataclass
 class FeatureResult:
-    data_var: float
-    aug_var: float
-    kept_predicted: bool
+    """One row of the report. For a general (non-commuting) model the rows are the eigendirections of
+    the learned WᵀW and the per-feature variances and predictions are ``None`` (no closed form)."""
+
+    data_var: float | None
+    aug_var: float | None
+    kept_predicted: bool | None
     kept_simulated: bool
-    gain_sq_predicted: float
+    gain_sq_predicted: float | None
     gain_sq_simulated: float
     near_threshold: bool
 
@@ -140,7 +143,7 @@ class SimulationResult:
             "alignment_offdiag": self.alignment_offdiag,
             "projection_error": None if math.isnan(self.projection_error) else self.projection_error,
             "converged": self.converged,
-            "max_gain_rel_error": self.max_gain_rel_error,
+            "max_gain_rel_error": None if math.isnan(self.max_gain_rel_error) else self.max_gain_rel_error,
             "passed": self.passed,
             "verdict": self.verdict,
             "t_final": self.trajectory.info["t_final"],
@@ -248,8 +251,7 @@ def _general_result(config: SimConfig, model: DataModel, problem: Problem, traj:
     """Non-commuting X, X': no per-feature closed form; report the learned spectrum of WᵀW."""
     rec = record(problem, traj, None)
     gains = rec.gains[-1, 0, :]
-    features = [FeatureResult(float("nan"), float("nan"), False, bool(g > KEPT_TOL), float("nan"), float(g), False)
-                for g in gains]
+    features = [FeatureResult(None, None, None, bool(g > KEPT_TOL), None, float(g), False) for g in gains]
     verdict = (f"general (non-commuting) model: learned rank {int((gains > KEPT_TOL).sum())} of {model.dim}; "
                "no closed form to compare with")
     return SimulationResult(config, model, traj, rec, features, float(theory.threshold_aug_var(config.wd)),
@@ -355,8 +357,9 @@ def format_table(result: SimulationResult) -> str:
              f"{'gain² (theory)':>15} {'gain² (sim)':>12}"]
     for i, f in enumerate(result.features):
         flag = "  ~threshold" if f.near_threshold else ""
-        lines.append(f"{i:>7} {f.data_var:>9.4g} {f.aug_var:>9.4g} {_yn(f.kept_predicted):>14} "
-                     f"{_yn(f.kept_simulated):>11} {f.gain_sq_predicted:>15.6g} {f.gain_sq_simulated:>12.6g}{flag}")
+        lines.append(f"{i:>7} {_num(f.data_var):>9} {_num(f.aug_var):>9} {_yn(f.kept_predicted):>14} "
+                     f"{_yn(f.kept_simulated):>11} {_num(f.gain_sq_predicted, 6):>15} "
+                     f"{f.gain_sq_simulated:>12.6g}{flag}")
     lines += ["",
               f"threshold: features with aug var <= {result.threshold_aug_var:.4g} are kept "
               f"(unit data var; λ² >= 4η(λ + σ²))",
@@ -367,8 +370,12 @@ def format_table(result: SimulationResult) -> str:
     return "\n".join(lines)
 
 
-def _yn(flag: bool) -> str:
-    return "yes" if flag else "no"
+def _yn(flag: bool | None) -> str:
+    return "-" if flag is None else ("yes" if flag else "no")
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"
 
 
 def plot_result(result: SimulationResult, path: str) -> None:
@@ -385,8 +392,9 @@ def plot_result(result: SimulationResult, path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(result.features)))
     for i, (f, c) in enumerate(zip(result.features, colors, strict=True)):
-        ax.plot(t, np.maximum(rec.gains[:, 0, i], 1e-12), color=c, label=f"σ² = {f.aug_var:g}")
-        if f.gain_sq_predicted > 0:
+        label = f"σ² = {f.aug_var:g}" if f.aug_var is not None else f"direction {i}"
+        ax.plot(t, np.maximum(rec.gains[:, 0, i], 1e-12), color=c, label=label)
+        if f.gain_sq_predicted:
             ax.axhline(f.gain_sq_predicted, color=c, ls="--", lw=0.8)
     ax.set(xscale="log", yscale="log", xlabel="time (lr × step)", ylabel="squared gain uᵢᵀWᵀWuᵢ",
            title=f"{result.config.predictor}, wd = {result.config.wd:g} (dashed: closed form)")
