@@ -212,7 +212,7 @@ def check_symbolic(quick: bool = False, *, numeric: dict[str, Callable] | None =
     failures = [f"identity fails: {name}" for name, ok in facts.items() if not ok]
     failures += [f"{name}: numeric differs from symbolic by {v:.3g}" for name, v in diffs.items() if not v <= TOLERANCE]
     d = derive()
-    claim = "the per-feature ODE, fixed points, threshold and rate derived by sympy from the loss equal the closed forms"
+    claim = "the per-feature ODE, fixed points, threshold and rate derived by sympy from the loss = the closed forms"
     return make_result("symbolic", claim, float(theory.threshold_aug_var(0.1)),
                        float(d.threshold_aug_var.subs({lam: 1, eta: sp.Rational(1, 10), tau: 1})),
                        max(diffs.values()), TOLERANCE, failures,
