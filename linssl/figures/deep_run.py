@@ -14,6 +14,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from linssl.errors import LinsslError
 from linssl.figures.style import styled, subplots
@@ -133,10 +134,12 @@ def plot_deep_run(data: DeepRunData):
         twin.grid(False)
         handles = ax.get_legend_handles_labels()
         extra = twin.get_legend_handles_labels()
-        ax.legend(handles[0] + extra[0], handles[1] + extra[1], loc="center right")
+        fig.legend(handles[0] + extra[0], handles[1] + extra[1], loc="outside lower right", ncol=3)
     elif ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right")
-    name = " ".join(str(summary[k]) for k in ("dataset", "predictor") if summary.get(k) is not None)
+        fig.legend(loc="outside lower right", ncol=3)
+    for a in axes:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    name = ", ".join(str(summary[k]) for k in ("dataset", "predictor") if summary.get(k) is not None)
     status = "finished" if data.summary else "unfinished (no summary.json)"
     last = int(data.epochs[-1]) if math.isfinite(data.epochs[-1]) else 0
     fig.suptitle(f"Deep run {name or Path(data.run_dir).name}: {last} epochs, {status}")

@@ -194,8 +194,12 @@ def compute_basin(quick: bool = False) -> BasinData:
     independent: once an output row collapses, a surviving row is unstable towards any stronger
     (lower σ²) feature and round-off lets it switch, which would blur the per-feature basin.
     """
-    initial = np.geomspace(1e-3, 10.0, 21 if quick else 57)
     rule = make_rule("directpred")
+    lam, s2 = np.ones(len(BASIN_AUG_VAR)), np.asarray(BASIN_AUG_VAR)
+    edges = np.asarray(theory.basin_gain_sq(lam, s2, BASIN_WD, rule.alpha))
+    edges = edges[np.isfinite(edges)]  # a log grid, denser across the predicted boundaries
+    initial = np.unique(np.concatenate([np.geomspace(1e-3, 10.0, 13 if quick else 33),
+                                        np.geomspace(edges.min() / 1.6, edges.max() * 1.6, 12 if quick else 36)]))
     models = [commuting_model(1.0, (s2,), seed=0) for s2 in BASIN_AUG_VAR for _ in initial]
     problem = Problem.from_models(models, DynamicsConfig(rule, BASIN_WD), batch=len(models))
     gain0 = torch.as_tensor(np.tile(initial, len(BASIN_AUG_VAR)))
@@ -203,7 +207,6 @@ def compute_basin(quick: bool = False) -> BasinData:
     W = gain0.sqrt()[:, None, None] * basis.mT
     traj = integrate_flow(problem, State(W.contiguous()), t_max=3000.0 if quick else 10000.0, n_records=3)
     final = gains_along(traj.final.W, basis).numpy().reshape(len(BASIN_AUG_VAR), len(initial)).T
-    lam, s2 = np.ones(len(BASIN_AUG_VAR)), np.asarray(BASIN_AUG_VAR)
     return BasinData(initial, final, s2, np.asarray(theory.predicted_gain_sq(lam, s2, BASIN_WD, rule.alpha)),
                      np.asarray(theory.basin_gain_sq(lam, s2, BASIN_WD, rule.alpha)), BASIN_WD,
                      float(traj.info["t_final"]))
@@ -274,6 +277,10 @@ def compute_directset(quick: bool = False) -> DirectSetData:
                          float(theory.threshold_aug_var(wd)), wd)
 
 
+#: a feature counts as kept by a converged flow when its gain² exceeds this (discarded ones reach ~1e-13)
+KEPT_BY_FLOW = 1e-8
+
+
 def alpha_label(alpha: float) -> str:
     names = {0.5: "DirectPred, α = ½", 1.0: "DirectCopy, α = 1"}
     return names.get(alpha, f"DirectSet(α = {alpha:g})")
@@ -288,6 +295,12 @@ def plot_directset(data: DirectSetData):
         ax.plot(data.curve_aug_var, floor(data.curve[alpha], lowest), color=f"C{k}", lw=1.2)
         ax.plot(data.aug_var, floor(data.final[alpha], lowest), "o", color=f"C{k}", ms=5,
                 label=alpha_label(alpha))
+    lost = [(data.aug_var[i], alpha) for alpha in data.alphas for i in range(len(data.aug_var))
+            if (data.predicted[alpha][i] > 0) != (data.final[alpha][i] > KEPT_BY_FLOW)]
+    if lost:
+        ax.scatter([s for s, _ in lost], [max(data.final[a][list(data.aug_var).index(s)], lowest) for s, a in lost],
+                   s=140, facecolors="none", edgecolors="red", lw=1.4,
+                   label="differs from theory: lost from this start\n(w = 0 is stable too)")
     ax.axvline(data.threshold, color="k", ls=":", lw=1.2, label=f"threshold σ²* = {data.threshold:g}")
     ax.plot([], [], color="0.4", lw=1.2, label="closed form")
     ax.set(xscale="log", yscale="log", ylim=(lowest / 2, 3), xlabel="augmentation variance σ²",
