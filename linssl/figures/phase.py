@@ -38,11 +38,12 @@ class PhaseData:
 
 
 def compute_phase(quick: bool = False) -> PhaseData:
-    """σ² log-spaced in [0.1, 20] and η in [0.01, 0.2]: 10 × 8 points (quick) or 18 × 16."""
-    aug_var = np.geomspace(0.1, 20.0, 10 if quick else 18)
-    wd = np.geomspace(0.01, 0.2, 8 if quick else 16)
-    res = sweep_flow(commuting_model(1.0, aug_var, seed=0), wd, make_rule("directpred"),
-                     t_max=1500.0 if quick else 5000.0, n_records=3)
+    """σ² log-spaced in [0.1, 20] and η in [0.01, 0.2], 18 × 16 points; quick: [0.1, 12] × [0.015, 0.2], 8 × 6."""
+    if quick:
+        aug_var, wd, t_max = np.geomspace(0.1, 12.0, 8), np.geomspace(0.015, 0.2, 6), 1000.0
+    else:
+        aug_var, wd, t_max = np.geomspace(0.1, 20.0, 18), np.geomspace(0.01, 0.2, 16), 5000.0
+    res = sweep_flow(commuting_model(1.0, aug_var, seed=0), wd, make_rule("directpred"), t_max=t_max, n_records=3)
     fine = np.geomspace(wd[0] * 0.8, wd[-1] * 1.25, 200)
     return PhaseData(aug_var, wd, res.gain_sq, res.gain_sq > PHASE_KEPT_TOL, res.kept_predicted, fine,
                      np.asarray(theory.threshold_aug_var(fine)), float(res.trajectory.info["t_final"]))
