@@ -4,7 +4,8 @@ The problem (SPEC §2): d-dimensional commuting model (λ = 1, σ² log-spaced 0
 m = d outputs, stop-gradient target, direct predictors with norm none and ε = 0, the same seeded
 initial W for both sides, ``runs`` weight decays log-spaced 0.01 … 0.2, rules DirectPred (α = ½),
 DirectCopy (α = 1) and DirectSet(α). Both sides integrate dW/dt = −W_pᵀ(W_p W (X + X') − W X) − ηW
-to the same fixed horizon t_max (no convergence stop) with the same method and tolerances:
+to the same fixed horizon t_max (no convergence stop; ``--conv-tol`` stops each run once max|dW/dt|
+falls below it, on both sides) with the same method and tolerances:
 
 - loop: one ``scipy.integrate.solve_ivp`` per run, plain numpy right-hand side
   (``np.linalg.eigh`` for α ≠ 1);
@@ -62,9 +63,17 @@ def loop_sweep(
     X, V, U = model.data_cov.numpy(), model.view_cov.numpy(), model.basis.numpy()
     gains, evals = [], 0
     for b, wd in enumerate(wds):
-        sol = solve_ivp(numpy_rhs(X, V, float(wd), rule.alpha, d), (0.0, args.t_max), W0[b].numpy().ravel(),
-                        method=args.method, rtol=args.rtol, atol=args.atol)
-        if sol.status != 0:
+        rhs = numpy_rhs(X, V, float(wd), rule.alpha, d)
+        events = None
+        if args.conv_tol > 0:  # the same per-run stop as linssl's batched integrator: max|dW/dt| < conv_tol
+            def settled(t, y, rhs=rhs):
+                return float(np.max(np.abs(rhs(t, y)))) - args.conv_tol
+
+            settled.terminal, settled.direction = True, -1
+            events = settled
+        sol = solve_ivp(rhs, (0.0, args.t_max), W0[b].numpy().ravel(), method=args.method, rtol=args.rtol,
+                        atol=args.atol, events=events)
+        if sol.status not in (0, 1):
             raise RuntimeError(f"solve_ivp failed for wd {wd}: {sol.message}")
         evals += sol.nfev
         W = sol.y[:, -1].reshape(d, d)
@@ -97,6 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--method", choices=("RK45", "DOP853"), default="DOP853")
     parser.add_argument("--alpha", type=float, default=0.25, help="α of the DirectSet(α) rule")
     parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads for both sides")
+    parser.add_argument("--conv-tol", type=float, default=0.0,
+                        help="stop a run once max|dW/dt| < conv-tol (0: fixed horizon, the default)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.quick:
@@ -107,11 +118,12 @@ def main(argv: list[str] | None = None) -> dict:
     rules = [make_rule("directpred"), make_rule("directcopy"), make_rule("directset", alpha=args.alpha)]
     print("machine:", machine())
     print(f"d {args.dim}, {args.runs} weight decays, t_max {args.t_max}, {args.method}, rtol {args.rtol}, "
-          f"atol {args.atol}, threads {args.threads}, no convergence stop")
+          f"atol {args.atol}, threads {args.threads}, "
+          + (f"convergence stop max|dW/dt| < {args.conv_tol}" if args.conv_tol > 0 else "no convergence stop"))
     rows, totals, worst = [], {"loop": 0.0, "batched": 0.0, "shared": 0.0}, 0.0
     worst_shared = 0.0
-    sweep_kw = dict(init_scale=0.5, seed=args.seed, t_max=args.t_max, conv_tol=0.0, rtol=args.rtol, atol=args.atol,
-                    n_records=3, method=args.method)  # records at 0, 0.01, t_max
+    sweep_kw = dict(init_scale=0.5, seed=args.seed, t_max=args.t_max, conv_tol=args.conv_tol, rtol=args.rtol,
+                    atol=args.atol, n_records=3, method=args.method)  # records at 0, 0.01, t_max
     with blas_threads(args.threads):
         for rule in rules:
             problem = Problem.from_models(model, DynamicsConfig(rule, tuple(wds)), args.runs)

@@ -6,8 +6,9 @@ input size: augmentation is not timed, lightly has none of its own on tensors), 
 (lr 0.03, momentum 0.9, wd 4e-4), the same torch threads, and run in one process, their steps
 interleaved so that machine load hits both alike; warm-up steps are excluded, the median is reported.
 
-- linssl: ``OnlineNetwork`` with the ``directcopy`` head (F̂ EMA ρ 0.3, W_p = F̂/‖F̂‖ + 0.01 I, no
-  trained predictor), symmetric 2 − 2cos loss, ``ema_update_`` of the target — the body of
+- linssl: ``OnlineNetwork`` with the ``directcopy`` head and the trainer's defaults (F̂ EMA ρ 0.3,
+  W_p = F̂/λ_max(F̂) + 0.01 I with λ_max by power iteration, reset every step; no trained
+  predictor), symmetric 2 − 2cos loss, ``ema_update_`` of the target — the body of
   ``linssl.deep.train.train_one_epoch``.
 - lightly: the BYOL of lightly's own example: ``BYOLProjectionHead``, ``BYOLPredictionHead``
   (256 → 4096 → 256, trained), ``NegativeCosineSimilarity``, ``update_momentum`` and
@@ -100,7 +101,7 @@ class LinsslStep:
     """linssl's DirectCopy step on two views (train_one_epoch without augmentation and schedules)."""
 
     def __init__(self, backbone: nn.Module, hidden: int, out: int) -> None:
-        head = build_predictor("directcopy", out, HeadConfig(norm="frobenius", eps=0.01, rho=0.3, freq=1))
+        head = build_predictor("directcopy", out, HeadConfig())  # the trainer's defaults: spectral, ε 0.01, ρ 0.3
         self.online = OnlineNetwork(backbone, mlp(backbone.feature_dim, hidden, out), head).train()
         self.target = make_target(self.online).train()
         self.optimizer = sgd(self.online.parameters())
