@@ -265,7 +265,7 @@ def integrate_flow(
     settled.direction = -1  # type: ignore[attr-defined]
 
     y0 = state.pack()
-    t_eval = np.unique(np.concatenate([[0.0], np.geomspace(1e-2, t_max, n_records - 1)]))
+    t_eval = np.unique(np.concatenate([[0.0], np.geomspace(min(1e-2, t_max), t_max, max(n_records - 1, 2))]))
     with np.errstate(all="ignore"):
         sol = solve_ivp(rhs, (0.0, t_max), y0, method=method, t_eval=t_eval, rtol=rtol, atol=atol, events=settled)
     if sol.status == -1:

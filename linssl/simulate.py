@@ -30,7 +30,7 @@ from linssl.dynamics import (
 )
 from linssl.errors import LinsslError
 from linssl.predictors import F_SOURCES, NORMS, PREDICTOR_NAMES, PredictorRule, make_rule
-from linssl.records import KEPT_TOL, RunRecord, record
+from linssl.records import CONVERGED_KEPT_TOL, KEPT_TOL, RunRecord, record
 from linssl.runtime import one_thread
 
 MODES = ("flow", "gd", "sgd")
@@ -207,10 +207,11 @@ def run_simulation(config: SimConfig, progress: bool = False) -> SimulationResul
     lam, s2 = model.data_var.numpy(), model.aug_var.numpy()
     gain_pred = predicted_gains(config, model)
     kept_pred = gain_pred > 0
-    rec = record(problem, traj, model.basis, torch.as_tensor(kept_pred))
+    kept_tol = KEPT_TOL if config.mode == "sgd" else CONVERGED_KEPT_TOL
+    rec = record(problem, traj, model.basis, torch.as_tensor(kept_pred), kept_tol)
     tail = max(1, len(rec.times) // 5) if config.mode == "sgd" else 1  # SGD: average the last 20%
     gain_sim = rec.gains[-tail:, 0, :].mean(0)
-    kept_sim = gain_sim > KEPT_TOL
+    kept_sim = gain_sim > kept_tol
     near = _near_threshold(config, lam, s2)
     judged = kept_pred & ~near
     rel = np.abs(gain_sim - gain_pred) / np.where(gain_pred > 0, gain_pred, 1.0)
@@ -238,6 +239,9 @@ def _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, conve
     reasons = []
     if wrong:
         reasons.append(f"features {wrong} classified differently")
+        if any(kept_pred[i] and not kept_sim[i] for i in wrong):
+            reasons.append("a kept feature fell into the collapse basin (w = 0 is stable too): "
+                           "try a larger --init-scale")
     if max_rel > rtol:
         reasons.append(f"max relative gain error {max_rel:.1e} > {rtol:g}")
     if not converged:
@@ -249,10 +253,11 @@ def _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, conve
 
 def _general_result(config: SimConfig, model: DataModel, problem: Problem, traj: Trajectory) -> SimulationResult:
     """Non-commuting X, X': no per-feature closed form; report the learned spectrum of WᵀW."""
-    rec = record(problem, traj, None)
+    kept_tol = KEPT_TOL if config.mode == "sgd" else CONVERGED_KEPT_TOL
+    rec = record(problem, traj, None, kept_tol=kept_tol)
     gains = rec.gains[-1, 0, :]
-    features = [FeatureResult(None, None, None, bool(g > KEPT_TOL), None, float(g), False) for g in gains]
-    verdict = (f"general (non-commuting) model: learned rank {int((gains > KEPT_TOL).sum())} of {model.dim}; "
+    features = [FeatureResult(None, None, None, bool(g > kept_tol), None, float(g), False) for g in gains]
+    verdict = (f"general (non-commuting) model: learned rank {int((gains > kept_tol).sum())} of {model.dim}; "
                "no closed form to compare with")
     return SimulationResult(config, model, traj, rec, features, float(theory.threshold_aug_var(config.wd)),
                             float(rec.alignment[-1, 0]), float("nan"), bool(traj.converged), float("nan"),

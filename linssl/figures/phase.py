@@ -17,12 +17,13 @@ from linssl import theory
 from linssl.data import commuting_model
 from linssl.figures.style import styled, subplots
 from linssl.predictors import make_rule
+from linssl.records import CONVERGED_KEPT_TOL
 from linssl.sweep import sweep_flow
 
-#: Kept iff final gain² > 1e-8. The flow stops when max|dW/dt| < 1e-8; a discarded feature then has
-#: η|w| < 1e-8, i.e. gain² < (1e-8/η)² ≤ 1e-12 for η ≥ 0.01, while the smallest kept gain² just inside
-#: the threshold on this grid is ~5e-5 (below ``records.KEPT_TOL`` = 1e-4, hence a separate constant).
-PHASE_KEPT_TOL = 1e-8
+#: Kept iff final gain² > records.CONVERGED_KEPT_TOL (1e-8): the flow stops when max|dW/dt| < 1e-8, so a
+#: discarded feature has gain² < (1e-8/η)² ≤ 1e-12 for η ≥ 0.01, while the smallest kept gain² just
+#: inside the threshold on this grid is ~5e-5.
+PHASE_KEPT_TOL = CONVERGED_KEPT_TOL
 
 
 @dataclass
