@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 from linssl.data import DTYPE
 from linssl.dynamics import Problem, State
 from linssl.errors import LinsslError
+from linssl.runtime import one_thread
 
 
 @dataclass
@@ -124,18 +124,6 @@ def aligned_state(basis: torch.Tensor, gain_sq: np.ndarray, problem: Problem) ->
     Wp = torch.diag_embed(w).clone() if problem.config.rule.kind == "trainable" else None
     Wa = W.clone() if problem.config.target == "ema" else None
     return State(W, Wp, Wa)
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one thread: the checks integrate many tiny batched problems, where threads only
-    add contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def timed(check: Callable[..., CheckResult], quick: bool, **overrides) -> CheckResult:

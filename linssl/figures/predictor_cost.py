@@ -19,6 +19,7 @@ import torch
 
 from linssl.figures.style import styled, subplots
 from linssl.predictors import direct_copy, direct_pred
+from linssl.runtime import one_thread
 
 #: method label -> predictor update (ε = 0.01 as in the deep recipe)
 METHODS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -58,13 +59,9 @@ def compute_cost(quick: bool = False) -> CostData:
     """d = 64 … 512 (quick) or 64 … 2048, one torch thread (restored afterwards)."""
     dims = np.array([64, 128, 256, 512] if quick else [64, 128, 256, 512, 1024, 2048])
     repeats = 3 if quick else 7
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         seconds = {name: np.array([median_seconds(f, random_correlation(int(d)), repeats) for d in dims])
                    for name, f in METHODS.items()}
-    finally:
-        torch.set_num_threads(threads)
     return CostData(dims, seconds, repeats, f"{platform.processor() or platform.machine()}, torch {torch.__version__}")
 
 
