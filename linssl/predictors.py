@@ -16,6 +16,7 @@ Rules (SPEC §2):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -99,16 +100,22 @@ def make_rule(
 def spectral_norm_power(F: torch.Tensor, iters: int = 30, v0: torch.Tensor | None = None) -> torch.Tensor:
     """λ_max(F) of symmetric PSD ``F`` by power iteration: v ← Fv/‖Fv‖, λ = vᵀFv (no eigh).
 
-    ``v0`` (shape ``(..., m)``) warm-starts the iteration; by default the all-ones vector, which
-    overlaps the top eigenvector of a PSD matrix with a non-negative diagonal in practice.
+    ``v0`` (shape ``(..., m)``) warm-starts the iteration; by default a fixed pseudo-random unit vector
+    (seeded, so results are reproducible). A structured start such as the all-ones vector can be
+    orthogonal to the top eigenvector (F = [[1.5, −.5], [−.5, 1.5]] would give 1 instead of 2).
     Returns shape ``F.shape[:-2]``.
     """
-    m = F.shape[-1]
-    v = torch.ones(*F.shape[:-1], dtype=F.dtype, device=F.device) / m**0.5 if v0 is None else v0
+    v = _start_vector(F.shape[-1], F.dtype, F.device).expand(*F.shape[:-1]) if v0 is None else v0
     for _ in range(iters):
         w = (F @ v.unsqueeze(-1)).squeeze(-1)
         v = w / w.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(F.dtype).tiny)
     return (v * (F @ v.unsqueeze(-1)).squeeze(-1)).sum(-1)
+
+
+@functools.lru_cache(maxsize=32)
+def _start_vector(m: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    v = torch.randn(m, generator=torch.Generator().manual_seed(12345), dtype=torch.float64)
+    return (v / v.norm()).to(dtype=dtype, device=device)
 
 
 def normalise(F: torch.Tensor, norm: str, power_iters: int = 30) -> torch.Tensor:

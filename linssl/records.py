@@ -89,7 +89,7 @@ def record(
     else:
         Wp = torch.stack([problem.predictor(s) for s in traj.snapshots])
     F = problem.correlation(W)
-    loss = torch.stack([problem.loss(s) for s in traj.snapshots])
+    loss = torch.stack([problem.loss(s, wp) for s, wp in zip(traj.snapshots, Wp, strict=True)])
     T, B, _, d = W.shape
     if basis is None:  # general model: use the eigenbasis of the learned WᵀW at the end
         basis = torch.linalg.eigh(W[-1].mT @ W[-1]).eigenvectors.flip(-1)

@@ -161,7 +161,8 @@ class SimulationResult:
 def predicted_gains(config: SimConfig, model: DataModel) -> np.ndarray:
     """Closed-form squared gains per feature (SPEC §4)."""
     return np.asarray(theory.predicted_gain_sq_for_rule(
-        config.rule(), model.data_var.numpy(), model.aug_var.numpy(), config.wd, config.target_scale, config.pred_wd))
+        config.rule(), model.data_var.numpy(), model.aug_var.numpy(), config.wd, config.target_scale, config.pred_wd,
+        config.pred_lr))
 
 
 def _near_threshold(config: SimConfig, lam: np.ndarray, s2: np.ndarray) -> np.ndarray:
@@ -202,8 +203,8 @@ def run_simulation(config: SimConfig, progress: bool = False) -> SimulationResul
     problem = Problem.from_models(model, config.dynamics())
     with one_thread():  # small matrices: threads only add contention
         traj = integrate(config, problem, model, progress)
-    if not model.commuting:
-        return _general_result(config, model, problem, traj)
+    if not model.commuting or not theory.has_closed_form(config.rule()):
+        return _uncompared_result(config, model, problem, traj)
     lam, s2 = model.data_var.numpy(), model.aug_var.numpy()
     gain_pred = predicted_gains(config, model)
     kept_pred = gain_pred > 0
@@ -224,7 +225,7 @@ def run_simulation(config: SimConfig, progress: bool = False) -> SimulationResul
     converged = bool(traj.converged)
     rtol = GAIN_RTOL[config.mode]
     capacity_ok = int(kept_pred.sum()) <= m
-    passed = not wrong and max_rel <= rtol and capacity_ok and (converged or config.mode == "sgd")
+    passed = not wrong and max_rel <= rtol and capacity_ok and converged
     verdict = _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, converged, capacity_ok, m)
     return SimulationResult(config, model, traj, rec, features,
                             float(theory.threshold_aug_var(config.wd, 1.0, config.target_scale)),
@@ -251,14 +252,21 @@ def _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, conve
     return f"DISAGREES with theory: {counts}; " + "; ".join(reasons)
 
 
-def _general_result(config: SimConfig, model: DataModel, problem: Problem, traj: Trajectory) -> SimulationResult:
-    """Non-commuting X, X': no per-feature closed form; report the learned spectrum of WᵀW."""
+def _uncompared_result(config: SimConfig, model: DataModel, problem: Problem, traj: Trajectory) -> SimulationResult:
+    """No per-feature closed form — a non-commuting X, X' (rows: eigendirections of the learned WᵀW) or a
+    normalised predictor (rows: the features u_i, gains along them): report what was learned."""
     kept_tol = KEPT_TOL if config.mode == "sgd" else CONVERGED_KEPT_TOL
-    rec = record(problem, traj, None, kept_tol=kept_tol)
+    rec = record(problem, traj, model.basis, kept_tol=kept_tol)
     gains = rec.gains[-1, 0, :]
-    features = [FeatureResult(None, None, None, bool(g > kept_tol), None, float(g), False) for g in gains]
-    verdict = (f"general (non-commuting) model: learned rank {int((gains > kept_tol).sum())} of {model.dim}; "
-               "no closed form to compare with")
+    if model.commuting:
+        lam, s2 = model.data_var.tolist(), model.aug_var.tolist()
+        why = f"no closed form for the {config.norm}-normalised predictor (SPEC §4: W shrinks towards 0)"
+    else:
+        lam = s2 = [None] * model.dim
+        why = "general (non-commuting) model: no closed form to compare with"
+    features = [FeatureResult(lam[i], s2[i], None, bool(g > kept_tol), None, float(g), False)
+                for i, g in enumerate(gains)]
+    verdict = f"{why}; learned rank {int((gains > kept_tol).sum())} of {model.dim}"
     return SimulationResult(config, model, traj, rec, features, float(theory.threshold_aug_var(config.wd)),
                             float(rec.alignment[-1, 0]), float("nan"), bool(traj.converged), float("nan"),
                             bool(traj.converged), verdict)

@@ -24,7 +24,7 @@ from linssl.data import DataModel
 from linssl.dynamics import DynamicsConfig, Problem, Trajectory, initial_state, integrate_flow
 from linssl.errors import LinsslError
 from linssl.predictors import PredictorRule
-from linssl.records import KEPT_TOL, gains_along
+from linssl.records import CONVERGED_KEPT_TOL, gains_along
 
 INTEGRATORS = ("batched", "solve_ivp")
 
@@ -42,7 +42,7 @@ class SweepResult:
 
     @property
     def kept(self) -> np.ndarray:
-        return self.gain_sq > KEPT_TOL
+        return self.gain_sq > CONVERGED_KEPT_TOL
 
     @property
     def kept_predicted(self) -> np.ndarray:

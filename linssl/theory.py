@@ -77,43 +77,56 @@ def predictor_eigenvalue(gain_sq, data_var, aug_var, alpha, f_source="aug"):
     return _out((_f(predictor_scale(data_var, aug_var, f_source)) * _f(gain_sq)) ** _f(alpha))
 
 
-def gain_sq_from_p(p, data_var, aug_var, alpha, f_source="aug"):
-    """w² = p^(1/α) / c — the inverse of :func:`predictor_eigenvalue`."""
-    return _out(_f(p) ** (1 / _f(alpha)) / _f(predictor_scale(data_var, aug_var, f_source)))
+def gain_sq_from_p(p, data_var, aug_var, alpha, f_source="aug", eps=0.0):
+    """w² = (p − ε)^(1/α) / c — the inverse of p = (c w²)^α + ε (0 where p ≤ ε)."""
+    base = np.maximum(_f(p) - _f(eps), 0.0)
+    return _out(base ** (1 / _f(alpha)) / _f(predictor_scale(data_var, aug_var, f_source)))
 
 
-def predicted_gain_sq(data_var, aug_var, wd, alpha, f_source="aug", tau=1.0):
-    """Stable gain w² = p₊^(1/α) / c for kept features, 0 for discarded ones.
+def predicted_gain_sq(data_var, aug_var, wd, alpha, f_source="aug", tau=1.0, eps=0.0):
+    """Stable gain w² = (p₊ − ε)^(1/α) / c for kept features (p₊ exists and exceeds ε), else 0.
 
-    Example (λ = 1, η = 0.1, σ² = 0.1): 0.5741 (α = ½, aug), 0.6315 (α = ½, clean), 0.7225 (α = 1, aug).
+    ε shifts the predictor but not the fixed points p± (dw/dt depends on w only through p).
+    Example (λ = 1, η = 0.1, σ² = 0.1, ε = 0): 0.5741 (α = ½, aug), 0.6315 (α = ½, clean), 0.7225 (α = 1, aug).
     """
     p_plus, _ = fixed_points(data_var, aug_var, wd, tau)
-    gain = _f(gain_sq_from_p(np.nan_to_num(_f(p_plus), nan=0.0), data_var, aug_var, alpha, f_source))
+    gain = _f(gain_sq_from_p(np.nan_to_num(_f(p_plus), nan=0.0), data_var, aug_var, alpha, f_source, eps))
     return _out(np.where(np.isnan(_f(p_plus)), 0.0, gain))
 
 
-def predicted_gain_sq_trained(data_var, aug_var, wd, pred_wd=None, tau=1.0):
-    """Trained linear predictor (α_p > 0, weight decay η_p): w² = (η_p/η) p₊², 0 if discarded.
+def predicted_gain_sq_trained(data_var, aug_var, wd, pred_wd=None, tau=1.0, pred_lr=1.0):
+    """Trained linear predictor (rate α_p, weight decay η_p): w² = η_p p₊² / (α_p η), 0 if discarded.
 
-    At a fixed point the W_p equation gives w²(τλ − (λ+σ²)p) = η_p p and the W equation
-    p(τλ − (λ+σ²)p) = η, so w² = (η_p/η) p²; with η_p = η this is the balanced W_pᵀW_p = WWᵀ.
+    At a fixed point the W_p equation gives α_p w²(τλ − (λ+σ²)p) = η_p p and the W equation
+    p(τλ − (λ+σ²)p) = η, so w² = η_p p² / (α_p η); with α_p = 1, η_p = η this is the balanced
+    W_pᵀW_p = WWᵀ.
     """
     p_plus, _ = fixed_points(data_var, aug_var, wd, tau)
-    ratio = _f(wd if pred_wd is None else pred_wd) / _f(wd)
+    ratio = _f(wd if pred_wd is None else pred_wd) / (_f(pred_lr) * _f(wd))
     return _out(np.where(np.isnan(_f(p_plus)), 0.0, ratio * np.nan_to_num(_f(p_plus)) ** 2))
 
 
-def predicted_gain_sq_for_rule(rule, data_var, aug_var, wd, tau=1.0, pred_wd=None):
-    """Dispatch on a :class:`linssl.predictors.PredictorRule`: direct rules or the trained predictor."""
+def has_closed_form(rule) -> bool:
+    """The per-feature closed forms hold for unnormalised predictors (SPEC §4: a normalised predictor
+    with the Euclidean loss shrinks W to 0 and has no such fixed point)."""
+    return rule.kind == "trainable" or rule.norm == "none"
+
+
+def predicted_gain_sq_for_rule(rule, data_var, aug_var, wd, tau=1.0, pred_wd=None, pred_lr=1.0):
+    """Dispatch on a :class:`linssl.predictors.PredictorRule`: direct rules (with their ε) or the
+    trained predictor. Normalised direct rules have no closed form: a LinsslError."""
     if rule.kind == "trainable":
-        return predicted_gain_sq_trained(data_var, aug_var, wd, pred_wd, tau)
-    return predicted_gain_sq(data_var, aug_var, wd, rule.alpha, rule.f_source, tau)
+        return predicted_gain_sq_trained(data_var, aug_var, wd, pred_wd, tau, pred_lr)
+    if not has_closed_form(rule):
+        raise LinsslError(f"no closed form for the {rule.norm}-normalised predictor (SPEC §4); use norm none")
+    return predicted_gain_sq(data_var, aug_var, wd, rule.alpha, rule.f_source, tau, rule.eps)
 
 
-def basin_gain_sq(data_var, aug_var, wd, alpha, f_source="aug", tau=1.0):
-    """Initial gain² below which an aligned feature collapses to 0: p₋^(1/α) / c (NaN if not kept)."""
+def basin_gain_sq(data_var, aug_var, wd, alpha, f_source="aug", tau=1.0, eps=0.0):
+    """Initial gain² below which an aligned feature collapses to 0: (p₋ − ε)^(1/α) / c (NaN if not kept;
+    0 when ε ≥ p₋, where w = 0 is no longer stable)."""
     _, p_minus = fixed_points(data_var, aug_var, wd, tau)
-    return gain_sq_from_p(p_minus, data_var, aug_var, alpha, f_source)
+    return gain_sq_from_p(p_minus, data_var, aug_var, alpha, f_source, eps)
 
 
 def feature_rhs(gain, data_var, aug_var, wd, alpha, f_source="aug", tau=1.0):

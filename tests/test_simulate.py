@@ -156,3 +156,27 @@ def test_general_model_from_matrix_files(tmp_path):
     code = command_main("linssl.simulate", "linssl simulate", ["--data-cov", str(tmp_path / "Xn.npy"),
                                                                "--aug-cov", str(tmp_path / "Xa.txt")])
     assert code == 0
+
+
+@pytest.mark.parametrize("kwargs", [{"eps": 0.05, "wd": 0.1}, {"predictor": "trainable", "pred_lr": 0.5, "wd": 0.1},
+                                    {"predictor": "trainable", "pred_wd": 0.1}])
+def test_closed_form_follows_eps_pred_lr_and_pred_wd(kwargs):
+    r = run_simulation(SimConfig(**kwargs))
+    assert r.passed, r.verdict
+
+
+def test_normalised_predictor_is_reported_without_a_closed_form():
+    r = run_simulation(SimConfig(norm="spectral"))
+    assert "no closed form" in r.verdict and all(f.gain_sq_predicted is None for f in r.features)
+
+
+def test_short_sgd_run_is_not_called_converged():
+    r = run_simulation(SimConfig(mode="sgd", steps=200))
+    assert not r.converged and not r.passed and "not converged" in r.verdict
+
+
+def test_ema_momentum_must_stay_in_range():
+    from linssl.errors import LinsslError
+
+    with pytest.raises(LinsslError, match="EMA momentum"):
+        run_simulation(SimConfig(mode="gd", target="ema", ema=200.0, lr=0.01))

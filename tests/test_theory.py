@@ -84,3 +84,23 @@ def test_ols_excess_risk_worked_numbers():
 
 def test_balancing_residual_decays():
     assert theory.balancing_residual(2.0, 0.05, 10.0) == pytest.approx(2.0 * np.exp(-1.0))
+
+
+def test_eps_shifts_the_gain_not_the_threshold():
+    # p = (c w²)^α + ε at the fixed point p₊: w² = (p₊ − ε)^(1/α)/c; kept only while p₊ > ε
+    p_plus, _ = theory.fixed_points(1.0, 0.1, 0.1)
+    assert theory.predicted_gain_sq(1.0, 0.1, 0.1, 0.5, eps=0.05) == pytest.approx((p_plus - 0.05) ** 2 / 1.1)
+    assert theory.predicted_gain_sq(1.0, 0.1, 0.1, 0.5, eps=p_plus + 0.01) == 0.0
+
+
+def test_trained_gain_scales_with_pred_lr_and_pred_wd():
+    p_plus, _ = theory.fixed_points(1.0, 0.5, 0.05)
+    assert theory.predicted_gain_sq_trained(1.0, 0.5, 0.05, pred_wd=0.1, pred_lr=0.5) == pytest.approx(4 * p_plus**2)
+
+
+def test_normalised_rules_have_no_closed_form():
+    from linssl.predictors import make_rule
+
+    assert not theory.has_closed_form(make_rule("directpred", norm="spectral"))
+    with pytest.raises(LinsslError):
+        theory.predicted_gain_sq_for_rule(make_rule("directcopy", norm="frobenius"), 1.0, 0.5, 0.05)
