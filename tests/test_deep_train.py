@@ -205,6 +205,14 @@ def test_resume_repeats_an_uninterrupted_run_bit_for_bit(tmp_path, predictor):
     assert [json.loads(s)["epoch"] for s in lines] == [1, 2]
 
 
+def test_resume_refuses_changed_schedule_settings(tmp_path):
+    """Changing lr, epochs or the EMA on --resume would bend the schedules mid-run: refused, one line."""
+    train(tiny(tmp_path, epochs=2), stop_after_epochs=1)
+    for change in ({"lr": 0.5}, {"epochs": 3}, {"ema": 0.9}):
+        with pytest.raises(LinsslError, match=next(iter(change))):
+            train(tiny(tmp_path, **{"epochs": 2, **change}), resume=True)
+
+
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     cfg = tiny(tmp_path, epochs=3)
     train(cfg, stop_after_epochs=1)

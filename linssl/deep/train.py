@@ -61,6 +61,10 @@ COLLECTIVE_TIMEOUT_S = 4 * 3600
 #: Fields that fix the network's shape: a checkpoint only resumes under the same values.
 ARCHITECTURE_FIELDS = ("dataset", "arch", "stem", "width", "predictor", "projector", "proj_hidden", "proj_dim",
                        "pred_hidden")
+#: Fields that shape the schedules and the predictor of a run: changing one on --resume would silently
+#: bend the lr / EMA schedules (or the predictor rule) mid-run, so resume refuses it too.
+SCHEDULE_FIELDS = ("alpha", "norm", "eps", "rho", "freq", "epochs", "batch_size", "lr", "momentum", "wd", "optimizer",
+                   "lr_schedule", "warmup_epochs", "exclude_bn_bias_wd", "ema", "ema_schedule", "crop_scale", "seed")
 
 
 @dataclass(frozen=True)
@@ -452,10 +456,14 @@ def load_checkpoint(path: Path, hint: str = "start the run without --resume") ->
 
 
 def check_resumable(saved: dict[str, Any], cfg: DeepConfig) -> None:
-    for name in ARCHITECTURE_FIELDS:
-        if saved.get(name) != getattr(cfg, name):
+    for name in ARCHITECTURE_FIELDS + SCHEDULE_FIELDS:
+        if name in saved and _comparable(saved[name]) != _comparable(getattr(cfg, name)):
             raise LinsslError(f"checkpoint was trained with {name} = {saved.get(name)!r}, not "
                               f"{getattr(cfg, name)!r}; resume with the run's own settings")
+
+
+def _comparable(value: Any) -> Any:
+    return list(value) if isinstance(value, (tuple, list)) else value
 
 
 def write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
