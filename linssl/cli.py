@@ -41,6 +41,10 @@ def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
     except LinsslError as exc:
         sys.stderr.write(f"{prog}: error: {exc}\n")
         return 2
+    except OSError as exc:  # a path the user gave: unreadable, unwritable, missing, disk full
+        where = f" {exc.filename}" if exc.filename else ""
+        sys.stderr.write(f"{prog}: error: {exc.strerror or exc}{':' if where else ''}{where}\n")
+        return 2
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         return 130

@@ -52,3 +52,13 @@ def test_linssl_help_lists_every_command():
     assert proc.returncode == 0
     for name in COMMANDS:
         assert name in proc.stdout
+
+
+def test_unwritable_output_is_a_one_line_error(tmp_path, capsys):
+    from linssl.cli import command_main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = command_main("linssl.simulate", "linssl simulate", ["--aug-var", "0.2,6", "--json", str(blocker / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot write" in err
