@@ -140,7 +140,7 @@ class SimulationResult:
             "config": asdict(self.config),
             "threshold_aug_var": self.threshold_aug_var,
             "features": [asdict(f) for f in self.features],
-            "alignment_offdiag": self.alignment_offdiag,
+            "alignment_offdiag": None if math.isnan(self.alignment_offdiag) else self.alignment_offdiag,
             "projection_error": None if math.isnan(self.projection_error) else self.projection_error,
             "converged": self.converged,
             "max_gain_rel_error": None if math.isnan(self.max_gain_rel_error) else self.max_gain_rel_error,
@@ -219,7 +219,8 @@ def run_simulation(config: SimConfig, progress: bool = False) -> SimulationResul
     max_rel = float(rel[judged].max()) if judged.any() else 0.0
     features = [FeatureResult(float(lam[i]), float(s2[i]), bool(kept_pred[i]), bool(kept_sim[i]),
                               float(gain_pred[i]), float(gain_sim[i]), bool(near[i])) for i in range(model.dim)]
-    alignment = float(rec.alignment[-1, 0])
+    # with every feature discarded W ≈ 0 and the off-diagonal/diagonal ratio is round-off: not reported
+    alignment = float(rec.alignment[-1, 0]) if kept_sim.any() else float("nan")
     proj_err = float(rec.projection_error[-1, 0])
     wrong = [i for i in range(model.dim) if not near[i] and kept_pred[i] != kept_sim[i]]
     converged = bool(traj.converged)
@@ -235,12 +236,12 @@ def run_simulation(config: SimConfig, progress: bool = False) -> SimulationResul
 def _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, converged, capacity_ok, m) -> str:
     counts = f"{int(kept_sim.sum())} of {kept_pred.size} features kept (theory: {int(kept_pred.sum())})"
     if passed:
-        return (f"AGREES with theory: {counts}; max relative gain error {max_rel:.1e} (tolerance {rtol:g}); "
-                f"alignment {alignment:.1e}")
+        align = "W collapsed to 0" if math.isnan(alignment) else f"alignment {alignment:.1e}"
+        return f"AGREES with theory: {counts}; max relative gain error {max_rel:.1e} (tolerance {rtol:g}); {align}"
     reasons = []
     if wrong:
         reasons.append(f"features {wrong} classified differently")
-        if any(kept_pred[i] and not kept_sim[i] for i in wrong):
+        if capacity_ok and any(kept_pred[i] and not kept_sim[i] for i in wrong):
             reasons.append("a kept feature fell into the collapse basin (w = 0 is stable too): "
                            "try a larger --init-scale")
     if max_rel > rtol:
@@ -374,9 +375,11 @@ def format_table(result: SimulationResult) -> str:
                      f"{_yn(f.kept_simulated):>11} {_num(f.gain_sq_predicted, 6):>15} "
                      f"{f.gain_sq_simulated:>12.6g}{flag}")
     lines += ["",
-              f"threshold: features with aug var <= {result.threshold_aug_var:.4g} are kept "
-              f"(unit data var; λ² >= 4η(λ + σ²))",
-              f"alignment (max off-diagonal of UᵀWᵀWU / max diagonal): {result.alignment_offdiag:.2e}",
+              (f"threshold: features with aug var <= {result.threshold_aug_var:.4g} are kept "
+               if result.threshold_aug_var >= 0 else "threshold: no feature is kept at this weight decay ")
+              + "(unit data var; λ² >= 4η(λ + σ²))",
+              f"alignment (max off-diagonal of UᵀWᵀWU / max diagonal): {result.alignment_offdiag:.2e}"
+              + (" (W collapsed: not meaningful)" if math.isnan(result.alignment_offdiag) else ""),
               f"projection error ‖P_learned − P_kept‖_F: {result.projection_error:.2e}",
               f"converged: {'yes' if result.converged else 'no'} at t = {result.trajectory.info['t_final']:.4g}",
               result.verdict]

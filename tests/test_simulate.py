@@ -180,3 +180,9 @@ def test_ema_momentum_must_stay_in_range():
 
     with pytest.raises(LinsslError, match="EMA momentum"):
         run_simulation(SimConfig(mode="gd", target="ema", ema=200.0, lr=0.01))
+
+
+def test_everything_discarded_reports_collapse_not_alignment():
+    r = run_simulation(SimConfig(wd=0.3))  # 1/(4η) − 1 < 0: no feature can be kept
+    assert r.passed and not any(f.kept_simulated for f in r.features)
+    assert "collapsed" in r.verdict and r.to_json()["alignment_offdiag"] is None
