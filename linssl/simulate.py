@@ -86,6 +86,11 @@ class SimConfig:
         if (self.data_cov is None) != (self.aug_cov is None):
             raise LinsslError("give both --data-cov and --aug-cov, or neither")
 
+    @property
+    def kept_tol(self) -> float:
+        """Gain² above which a feature counts as kept: the SGD noise level, or a converged run's."""
+        return KEPT_TOL if self.mode == "sgd" else CONVERGED_KEPT_TOL
+
     def resolved_steps(self, lr: float) -> int:
         """Explicit --steps, else enough steps to reach time 600 (gd; stops on convergence) / 300 (sgd)."""
         return self.steps if self.steps is not None else math.ceil((600.0 if self.mode == "gd" else 300.0) / lr)
@@ -208,7 +213,7 @@ def run_simulation(config: SimConfig, progress: bool = False) -> SimulationResul
     lam, s2 = model.data_var.numpy(), model.aug_var.numpy()
     gain_pred = predicted_gains(config, model)
     kept_pred = gain_pred > 0
-    kept_tol = KEPT_TOL if config.mode == "sgd" else CONVERGED_KEPT_TOL
+    kept_tol = config.kept_tol
     rec = record(problem, traj, model.basis, torch.as_tensor(kept_pred), kept_tol)
     tail = max(1, len(rec.times) // 5) if config.mode == "sgd" else 1  # SGD: average the last 20%
     gain_sim = rec.gains[-tail:, 0, :].mean(0)
@@ -256,7 +261,7 @@ def _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, conve
 def _uncompared_result(config: SimConfig, model: DataModel, problem: Problem, traj: Trajectory) -> SimulationResult:
     """No per-feature closed form — a non-commuting X, X' (rows: eigendirections of the learned WᵀW) or a
     normalised predictor (rows: the features u_i, gains along them): report what was learned."""
-    kept_tol = KEPT_TOL if config.mode == "sgd" else CONVERGED_KEPT_TOL
+    kept_tol = config.kept_tol
     rec = record(problem, traj, model.basis, kept_tol=kept_tol)
     gains = rec.gains[-1, 0, :]
     if model.commuting:
