@@ -83,8 +83,58 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
     return x.pow(2).mean(-1).sqrt()
 
 
+class RungeKuttaStep:
+    """How ``solve_batched`` attempts one step per run: an explicit embedded pair (scipy's tableau and
+    error norm) on ``fun(y, idx)``. Subclasses change the coordinates or the scheme (``linssl.exponential``);
+    the step-size controller, records and bookkeeping stay in ``solve_batched``.
+
+    ``field`` counts evaluations; ``start``/``commit`` may move runs to other internal coordinates,
+    ``to_user``/``speed`` bring states and |f| back to the caller's.
+    """
+
+    def __init__(self, fun: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], method: str,
+                 dtype: torch.dtype = torch.float64) -> None:
+        self.fun, self.tab = fun, tableau(method, dtype)
+        self.evaluations = self.run_evaluations = 0
+
+    def field(self, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        self.evaluations += 1
+        self.run_evaluations += idx.numel()
+        return self.fun(y, idx)
+
+    def start(self, y0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return y0.clone(), self.field(y0, torch.arange(y0.shape[0]))
+
+    def max_step(self, idx: torch.Tensor) -> torch.Tensor:
+        return torch.full((idx.numel(),), math.inf, dtype=self.tab.B.dtype)
+
+    def attempt(self, y: torch.Tensor, fy: torch.Tensor, step: torch.Tensor, idx: torch.Tensor, rtol: float,
+                atol: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(y_new, f(y_new), scaled error norm) of one step of size ``step`` (per run) from y."""
+        tab = self.tab
+        K = y.new_empty((tab.stages + 1, *y.shape))
+        K[0] = fy
+        for s in range(1, tab.stages):
+            K[s] = self.field(y + torch.tensordot(tab.A[s, :s], K[:s], dims=1) * step[:, None], idx)
+        y_new = y + torch.tensordot(tab.B, K[:-1], dims=1) * step[:, None]
+        K[-1] = f_new = self.field(y_new, idx)
+        scale = atol + torch.maximum(y.abs(), y_new.abs()) * rtol
+        return y_new, f_new, _error_norm(tab, K, step, scale)
+
+    def commit(self, acc: torch.Tensor, y: torch.Tensor, fy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The accepted states of runs ``acc`` as they are stored for their next step."""
+        return y, fy
+
+    def to_user(self, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def speed(self, fy: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """max |dy/dt| per run, in the caller's coordinates."""
+        return fy.abs().amax(-1)
+
+
 def solve_batched(
-    fun: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    fun: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
     y0: torch.Tensor,
     t_max: float,
     *,
@@ -94,37 +144,32 @@ def solve_batched(
     record_times: np.ndarray | None = None,
     conv_tol: float = 0.0,
     max_iterations: int = 1_000_000,
+    stepper: RungeKuttaStep | None = None,
 ) -> BatchedSolution:
     """Integrate y_b' = fun(y, idx)_b from t = 0 to ``t_max`` for every row b of ``y0`` (B, n).
 
     ``fun(y, idx)`` gets the states of the active runs ``idx`` (a LongTensor) and returns their
     derivatives; it must treat rows independently. ``conv_tol`` > 0 stops a run once max|f| < conv_tol.
+    ``stepper`` replaces the explicit step on ``fun`` (e.g. ``linssl.exponential.LawsonStep``).
     """
     if not (t_max > 0 and math.isfinite(t_max)):
         raise LinsslError(f"time must be positive, got {t_max}")
-    tab = tableau(method, y0.dtype)
-    B, n = y0.shape
+    stepper = RungeKuttaStep(fun, method, y0.dtype) if stepper is None else stepper
+    B = y0.shape[0]
     rec_t = np.asarray([t_max] if record_times is None else record_times, dtype=np.float64)
     rec_t = np.unique(np.clip(rec_t, 0.0, t_max))
-    records = y0.new_zeros((rec_t.size, B, n))
+    records = y0.new_zeros((rec_t.size, *y0.shape))
     rec_next = torch.zeros(B, dtype=torch.long)
     if rec_t[0] == 0.0:
         records[0] = y0
         rec_next += 1
     rec_tensor = torch.as_tensor(np.append(rec_t, np.inf), dtype=y0.dtype)
-    exponent = -1.0 / (tab.error_order + 1)
-    counts = {"evals": 0, "run_evals": 0}
-
-    def f(y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        counts["evals"] += 1
-        counts["run_evals"] += idx.numel()
-        return fun(y, idx)
+    exponent = -1.0 / (stepper.tab.error_order + 1)
 
     all_idx = torch.arange(B)
-    y = y0.clone()
-    fy = f(y, all_idx)
+    y, fy = stepper.start(y0)
     t = torch.zeros(B, dtype=y0.dtype)
-    h = _initial_step(f, y, fy, all_idx, tab.error_order, rtol, atol, t_max)
+    h = _initial_step(stepper.field, y, fy, all_idx, stepper.tab.error_order, rtol, atol, t_max)
     rejected_last = torch.zeros(B, dtype=torch.bool)
     accepted = torch.zeros(B, dtype=torch.long)
     rejected = torch.zeros(B, dtype=torch.long)
@@ -132,29 +177,20 @@ def solve_batched(
     failed = torch.zeros(B, dtype=torch.bool)
     active = torch.ones(B, dtype=torch.bool)
     if conv_tol > 0:
-        converged = fy.abs().amax(-1) < conv_tol
+        converged = stepper.speed(fy, all_idx) < conv_tol
         active &= ~converged
-    K = y0.new_zeros((tab.stages + 1, B, n))
     for _ in range(max_iterations):
         idx = active.nonzero().squeeze(-1)
         if idx.numel() == 0:
             break
-        ya, fa, ta = y[idx], fy[idx], t[idx]
+        ta = t[idx]
         bound = rec_tensor[rec_next[idx]].clamp(max=t_max)
         min_step = 10 * (torch.nextafter(ta, torch.full_like(ta, math.inf)) - ta)
-        h[idx] = torch.maximum(h[idx], min_step)
+        h[idx] = torch.maximum(torch.minimum(h[idx], stepper.max_step(idx)), min_step)
         step = torch.minimum(h[idx], bound - ta)
         clipped = step < h[idx]
-        Ka = K[:, : idx.numel()]
-        Ka[0] = fa
-        for s in range(1, tab.stages):
-            dy = torch.tensordot(tab.A[s, :s], Ka[:s], dims=1) * step[:, None]
-            Ka[s] = f(ya + dy, idx)
-        y_new = ya + torch.tensordot(tab.B, Ka[:-1], dims=1) * step[:, None]
-        f_new = f(y_new, idx)
-        Ka[-1] = f_new
-        scale = atol + torch.maximum(ya.abs(), y_new.abs()) * rtol
-        err = _error_norm(tab, Ka, step, scale)
+        y_new, f_new, err = stepper.attempt(y[idx], fy[idx], step, idx, rtol, atol)
+        err = torch.where(torch.isnan(err), torch.full_like(err, math.inf), err)
         ok = err < 1
         grow = torch.where(err == 0, torch.full_like(err, MAX_FACTOR),
                            (SAFETY * err.pow(exponent)).clamp(max=MAX_FACTOR))
@@ -171,15 +207,18 @@ def solve_batched(
         rejected[idx[~ok]] += 1
         accepted[acc] += 1
         t_acc = torch.where(clipped, bound, ta + step)[ok]
-        t[acc], y[acc], fy[acc] = t_acc, y_new[ok], f_new[ok]
+        t[acc] = t_acc
+        y[acc], fy[acc] = stepper.commit(acc, y_new[ok], f_new[ok])
         hit = t_acc >= bound[ok]
-        for b, k in zip(acc[hit].tolist(), rec_next[acc[hit]].tolist(), strict=True):
-            if k < rec_t.size:
-                records[k, b] = y[b]
+        if hit.any():
+            user = stepper.to_user(y[acc[hit]], acc[hit])
+            for row, b, k in zip(user, acc[hit].tolist(), rec_next[acc[hit]].tolist(), strict=True):
+                if k < rec_t.size:
+                    records[k, b] = row
         rec_next[acc[hit]] += 1
         done = t_acc >= t_max
         if conv_tol > 0:
-            settled = f_new[ok].abs().amax(-1) < conv_tol
+            settled = stepper.speed(fy[acc], acc) < conv_tol
             converged[acc[settled]] = True
             done |= settled
         active[acc[done]] = False
@@ -188,22 +227,31 @@ def solve_batched(
     if failed.any():
         raise DivergenceError(f"the step size fell below the rounding limit in {int(failed.sum())} run(s) "
                               "(the run diverges or is too stiff for an explicit method)")
+    y_user = stepper.to_user(y, all_idx)
     for b in range(B):  # runs that stopped early keep their final state at later record times
         k = int(rec_next[b])
         if k < rec_t.size:
-            records[k:, b] = y[b]
-    return BatchedSolution(y, rec_t, records, t.numpy(), accepted.numpy(), rejected.numpy(), converged.numpy(),
-                           counts["evals"], counts["run_evals"])
+            records[k:, b] = y_user[b]
+    return BatchedSolution(y_user, rec_t, records, t.numpy(), accepted.numpy(), rejected.numpy(),
+                           converged.numpy(), stepper.evaluations, stepper.run_evaluations)
 
 
 def _error_norm(tab: Tableau, K: torch.Tensor, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Per-run scaled error norm of scipy's RK45 / DOP853 (module docstring)."""
-    if tab.E3 is None:
-        return _rms(torch.tensordot(tab.E, K, dims=1) * h[:, None] / scale)
-    e5 = (torch.tensordot(tab.E, K, dims=1) / scale).pow(2).sum(-1)
-    e3 = (torch.tensordot(tab.E3, K, dims=1) / scale).pow(2).sum(-1)
-    denom = (e5 + 0.01 * e3) * K.shape[-1]
-    return torch.where(denom > 0, h.abs() * e5 / denom.sqrt(), torch.zeros_like(e5))
+    """Per-run scaled error norm of scipy's RK45 / DOP853 (module docstring) from the stages K."""
+    e3 = None if tab.E3 is None else torch.tensordot(tab.E3, K, dims=1)
+    return scaled_error(torch.tensordot(tab.E, K, dims=1), e3, h, scale)
+
+
+def scaled_error(e5: torch.Tensor, e3: torch.Tensor | None, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """scipy's error norm from the embedded error vectors Σ_s E_s K_s (B, n) (``e3``: DOP853 only).
+
+    NaN stays NaN (a non-finite stage must not pass as a zero error)."""
+    if e3 is None:
+        return _rms(e5 * h[:, None] / scale)
+    e5n = (e5 / scale).pow(2).sum(-1)
+    e3n = (e3 / scale).pow(2).sum(-1)
+    denom = (e5n + 0.01 * e3n) * e5.shape[-1]
+    return torch.where(denom == 0, torch.zeros_like(e5n), h.abs() * e5n / denom.sqrt())
 
 
 def _initial_step(f, y: torch.Tensor, fy: torch.Tensor, idx: torch.Tensor, order: int, rtol: float, atol: float,
@@ -255,8 +303,10 @@ def integrate_flow_batched(
     conv_tol: float = 1e-8,
     n_records: int = 200,
     method: str = "DOP853",
+    stepper: RungeKuttaStep | None = None,
 ) -> Trajectory:
-    """The gradient flow of every run of ``problem`` with per-run steps (``solve_batched``).
+    """The gradient flow of every run of ``problem`` with per-run steps (``solve_batched``; ``stepper``
+    replaces its explicit step, e.g. ``linssl.exponential.LawsonStep``).
 
     Records at t = 0, ``n_records − 1`` log-spaced times from 0.01 and ``t_max`` (as ``integrate_flow``);
     each run stops on its own once max|d(state)/dt| < conv_tol (0 disables the test).
@@ -274,7 +324,7 @@ def integrate_flow_batched(
     log_spaced = np.geomspace(min(1e-2, t_max), t_max, max(n_records - 1, 1))
     record_times = np.unique(np.concatenate([[0.0], log_spaced, [t_max]]))
     sol = solve_batched(fun, _pack(state), t_max, rtol=rtol, atol=atol, method=method,
-                        record_times=record_times, conv_tol=conv_tol)
+                        record_times=record_times, conv_tol=conv_tol, stepper=stepper)
     reached = float(sol.t_final.max())
     keep = sol.record_times <= reached
     snaps = [_unpack(sol.records[k], template).clone() for k in np.flatnonzero(keep)]

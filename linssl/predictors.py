@@ -142,9 +142,18 @@ def direct_set(
     ``F`` must be symmetric (a correlation is, up to rounding): eigh reads its lower triangle only, and
     α = 1 does not symmetrise it — at d = 2048 that copy alone cost 35× the rest of DirectCopy.
     """
-    eye = torch.eye(F.shape[-1], dtype=F.dtype, device=F.device)
     if alpha == 1.0:
+        eye = torch.eye(F.shape[-1], dtype=F.dtype, device=F.device)
         return normalise(F, norm, power_iters) + eps * eye
+    p, U = direct_set_spectrum(F, alpha, norm, eps)
+    return (U * p.unsqueeze(-2)) @ U.mT
+
+
+def direct_set_spectrum(
+    F: torch.Tensor, alpha: float, norm: str = "none", eps: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DirectSet(α) as (p, U) with W_p = U diag(p) Uᵀ: F = U diag(s) Uᵀ, p = g(max(s, 0))^α + ε, where
+    g divides by max s (spectral) or ‖s‖₂ (Frobenius). Exact for every α (it decomposes F)."""
     s, U = torch.linalg.eigh(F)
     s = s.clamp_min(0.0)
     tiny = torch.finfo(F.dtype).tiny
@@ -154,8 +163,7 @@ def direct_set(
         s = s / s.norm(dim=-1, keepdim=True).clamp_min(tiny)
     elif norm != "none":
         raise LinsslError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
-    p = s**alpha + eps
-    return (U * p.unsqueeze(-2)) @ U.mT
+    return s**alpha + eps, U
 
 
 def direct_pred(F: torch.Tensor, norm: str = "spectral", eps: float = 0.0) -> torch.Tensor:
