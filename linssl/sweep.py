@@ -2,12 +2,15 @@
 
 A sweep over weight decays (and, optionally, one data model per run) stacks all runs along the
 batch axis of :class:`linssl.dynamics.Problem` and evaluates one vectorised right-hand side for all
-of them. All runs share the predictor rule and the target. Two integrators:
+of them. All runs share the predictor rule and the target. Integrators:
 
-- ``batched`` (default): ``linssl.batched_ode`` — scipy's RK45/DOP853 tableau and step controller
-  applied per run, so each run keeps its own step size and stops on its own convergence test;
+- ``exponential``: ``linssl.exponential`` — Lawson steps that integrate the stiff, frozen-predictor
+  part of the flow exactly, per run (direct predictors, stop-gradient; not the spectral DirectCopy);
+- ``batched``: ``linssl.batched_ode`` — scipy's RK45/DOP853 tableau and step controller applied per
+  run, so each run keeps its own step size and stops on its own convergence test;
 - ``solve_ivp``: one ``solve_ivp`` over the stacked vector (one shared step size, set by the
-  stiffest run; the batch stops when every run has converged, or at ``t_max``).
+  stiffest run; the batch stops when every run has converged, or at ``t_max``);
+- ``auto`` (default): ``exponential`` where it applies, else ``batched``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from linssl import theory
+from linssl import exponential, theory
 from linssl.batched_ode import integrate_flow_batched
 from linssl.data import DataModel
 from linssl.dynamics import DynamicsConfig, Problem, Trajectory, initial_state, integrate_flow
@@ -26,7 +29,7 @@ from linssl.errors import LinsslError
 from linssl.predictors import PredictorRule
 from linssl.records import CONVERGED_KEPT_TOL, gains_along
 
-INTEGRATORS = ("batched", "solve_ivp")
+INTEGRATORS = ("auto", "exponential", "batched", "solve_ivp")
 
 
 @dataclass
@@ -62,12 +65,12 @@ def sweep_flow(
     rtol: float = 1e-9,
     atol: float = 1e-12,
     n_records: int = 50,
-    integrator: str = "batched",
+    integrator: str = "auto",
     method: str = "DOP853",
 ) -> SweepResult:
     """Integrate the flow for every (model, wd) pair as one batch; ``models`` is one model for all
-    runs or one per run (all commuting, same d). ``integrator``: ``batched`` or ``solve_ivp``
-    (module docstring); ``method``: RK45 or DOP853."""
+    runs or one per run (all commuting, same d). ``integrator``: auto, exponential, batched or
+    solve_ivp (module docstring); ``method``: RK45 or DOP853."""
     wds = tuple(float(w) for w in wds)
     model_list = [models] if isinstance(models, DataModel) else list(models)
     if not wds:
@@ -79,8 +82,13 @@ def sweep_flow(
     batch = len(wds)
     problem = Problem.from_models(model_list, DynamicsConfig(rule, wds, target), batch)
     state = initial_state(problem, model_list[0].dim, init_scale, seed)
-    integrate = integrate_flow_batched if integrator == "batched" else integrate_flow
-    traj = integrate(problem, state, t_max, rtol, atol, conv_tol, n_records, method=method)
+    if integrator == "auto":
+        integrator = "exponential" if exponential.applies(problem, model_list) is None else "batched"
+    kw = dict(t_max=t_max, rtol=rtol, atol=atol, conv_tol=conv_tol, n_records=n_records, method=method)
+    if integrator == "exponential":
+        traj = exponential.integrate_flow_exponential(problem, state, model_list, **kw)
+    else:
+        traj = (integrate_flow_batched if integrator == "batched" else integrate_flow)(problem, state, **kw)
     basis = torch.stack([m.basis for m in model_list]).expand(batch, -1, -1)
     lam = torch.stack([m.data_var for m in model_list]).expand(batch, -1).numpy()
     s2 = torch.stack([m.aug_var for m in model_list]).expand(batch, -1).numpy()
