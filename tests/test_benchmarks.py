@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPTS = {
     "predictor_cost.py": {"ratio_d512", "ratio_d2048"},
-    "simulator_sweep.py": {"speedup", "max_abs_diff", "speedup_vs_shared_step"},
+    "simulator_sweep.py": {"speedup", "max_abs_diff", "speedup_batched_dop853", "speedup_vs_shared_step"},
     "train_step.py": {"ratio_vs_lightly", "predictor_share"},
     "deep_throughput.py": {"images_per_s", "data_share", "augment_share", "network_share", "device"},
 }
