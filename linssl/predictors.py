@@ -107,8 +107,7 @@ def spectral_norm_power(F: torch.Tensor, iters: int = 30, v0: torch.Tensor | Non
     """
     v = _start_vector(F.shape[-1], F.dtype, F.device).expand(*F.shape[:-1]) if v0 is None else v0
     for _ in range(iters):
-        w = (F @ v.unsqueeze(-1)).squeeze(-1)
-        v = w / w.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(F.dtype).tiny)
+        v = _unit_scale((F @ v.unsqueeze(-1)).squeeze(-1), (-1,))
     return (v * (F @ v.unsqueeze(-1)).squeeze(-1)).sum(-1)
 
 
@@ -125,10 +124,19 @@ def normalise(F: torch.Tensor, norm: str, power_iters: int = 30) -> torch.Tensor
     if norm == "spectral":
         scale = spectral_norm_power(F, power_iters)
     elif norm == "frobenius":
-        scale = torch.linalg.matrix_norm(F, ord="fro")
+        return _unit_scale(F, (-2, -1))
     else:
         raise LinsslError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     return F / scale.clamp_min(torch.finfo(F.dtype).tiny)[..., None, None]
+
+
+def _unit_scale(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """x / ‖x‖₂ over ``dims``, computed as y / ‖y‖₂ with y = x / max|x| so that the sum of squares
+    cannot underflow (entries below ≈ 1e-19 in float32, 1e-162 in float64 would give ‖x‖ = 0 and a
+    predictor of size 1 / tiny: a collapsing run would blow up instead of collapsing)."""
+    tiny = torch.finfo(x.dtype).tiny
+    y = x / x.abs().amax(dims, keepdim=True).clamp_min(tiny)
+    return y / torch.linalg.vector_norm(y, dim=dims, keepdim=True).clamp_min(tiny)
 
 
 def direct_set(
@@ -160,7 +168,7 @@ def direct_set_spectrum(
     if norm == "spectral":
         s = s / s.amax(-1, keepdim=True).clamp_min(tiny)
     elif norm == "frobenius":
-        s = s / s.norm(dim=-1, keepdim=True).clamp_min(tiny)
+        s = _unit_scale(s, (-1,))
     elif norm != "none":
         raise LinsslError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     return s**alpha + eps, U

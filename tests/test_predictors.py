@@ -133,3 +133,18 @@ def test_power_iteration_start_is_not_orthogonal_to_the_top_eigenvector():
     # the all-ones vector is an eigenvector of eigenvalue 1 here; λ_max = 2
     F = torch.tensor([[1.5, -0.5], [-0.5, 1.5]], dtype=torch.float64)
     assert spectral_norm_power(F, 60).item() == pytest.approx(2.0, rel=1e-10)
+
+
+@pytest.mark.parametrize("dtype, tiny_scale", [(torch.float64, 1e-200), (torch.float32, 1e-25)])
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+@pytest.mark.parametrize("norm", ["spectral", "frobenius"])
+def test_normalised_rules_are_scale_free_down_to_underflow(norm, alpha, dtype, tiny_scale):
+    """g(cF) = g(F): a collapsing F (entries far below sqrt(tiny), where a plain sum of squares underflows
+    to 0) must give the same normalised predictor, not one of size 1/tiny."""
+    A = torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    F = (A @ A.T).to(dtype)
+    big = direct_set(F, alpha, norm)
+    small = direct_set(F * tiny_scale, alpha, norm)
+    # the same computation on a rescaled input: equal to a few ulps of the dtype (float32: 1e-5)
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(small, big, rtol=tol, atol=tol)
