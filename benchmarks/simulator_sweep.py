@@ -4,7 +4,8 @@ The problem (SPEC §2): d-dimensional commuting model (λ = 1, σ² log-spaced 0
 m = d outputs, stop-gradient target, direct predictors with norm none and ε = 0, the same seeded
 initial W for both sides, ``runs`` weight decays log-spaced 0.01 … 0.2, rules DirectPred (α = ½),
 DirectCopy (α = 1) and DirectSet(α). Both sides integrate dW/dt = −W_pᵀ(W_p W (X + X') − W X) − ηW
-with the same method and tolerances and the same stop rule, by default that of linssl's sweeps: each
+with the same tableau (DOP853: explicit in the loop, as Lawson steps in linssl's default path), the same
+tolerances and the same stop rule, by default that of linssl's sweeps: each
 run stops once max|dW/dt| < ``--conv-tol`` (1e-8), or at ``--t-max`` (1000; the library's is 5000).
 ``--conv-tol 0 --t-max 200`` integrates every run to a fixed horizon instead (the same span of time
 on both sides, dominated by the initial transient).

@@ -59,6 +59,7 @@ def applies(problem: Problem, models: list[DataModel]) -> str | None:
 
 class LawsonStep(RungeKuttaStep):
     """One Lawson step per run for ``solve_batched`` (module docstring). User coordinates: W flattened.
+    One instance serves one integration (it holds per-run frames and evaluation counts).
 
     Per run it keeps the frame P (accumulated rotations, (B, m, m)) and the predictor eigenvalues p
     in that frame; internal coordinates are Ŵ = Pᵀ W U.
@@ -189,6 +190,10 @@ def integrate_flow_exponential(
     if reason is not None:
         raise LinsslError(f"the exponential integrator does not apply: {reason}")
     stack = lambda attr: torch.stack([getattr(m, attr) for m in models])  # noqa: E731
+    B = problem.batch
+    if not (torch.allclose(stack("data_cov").expand(B, -1, -1), problem.data_cov)
+            and torch.allclose(stack("view_cov").expand(B, -1, -1), problem.view_cov)):
+        raise LinsslError("the data models given are not those of the problem")
     view_var = stack("data_var") + stack("aug_var")
     stepper = LawsonStep(problem, stack("basis"), stack("data_var"), view_var, state.W.shape[-2], method)
     traj = integrate_flow_batched(problem, state, t_max, rtol, atol, conv_tol, n_records, method, stepper=stepper)

@@ -125,3 +125,22 @@ def test_a_blown_up_run_gives_nan_and_a_rejected_step_not_a_zero_error():
     e = torch.tensor([[1.0, float("nan")], [1e-12, 1e-12]], dtype=torch.float64)
     err = scaled_error(e, e, torch.ones(2, dtype=torch.float64), torch.ones_like(e))
     assert torch.isnan(err[0]) and err[1] < 1
+
+
+def test_a_run_collapsing_to_zero_ends_at_zero():
+    """Lawson steps damp a collapsing run exactly, so W falls far below where a plain Frobenius norm of F
+    underflows (entries < 1e-162); the normalised rule must stay finite there (wd = 3 keeps nothing)."""
+    model = commuting_model(1.0, DEFAULT_AUG_VAR, seed=0)
+    for rule in (make_rule("directcopy", norm="frobenius", eps=0.1), make_rule("directpred", norm="frobenius")):
+        problem = Problem.from_models(model, DynamicsConfig(rule, (3.0,)), 1)
+        traj = integrate_flow_exponential(problem, initial_state(problem, 8, 0.5, 0), model, t_max=500.0,
+                                          conv_tol=0.0, n_records=3)
+        assert float(traj.final.W.abs().max()) < 1e-12  # the explicit path ends near 1e-12 (its atol floor)
+
+
+def test_models_must_be_those_of_the_problem():
+    model = commuting_model(1.0, DEFAULT_AUG_VAR[:4], seed=0)
+    other = commuting_model(1.0, DEFAULT_AUG_VAR[:4], seed=1)
+    problem = Problem.from_models(model, DynamicsConfig(make_rule("directpred"), (0.05,)), 1)
+    with pytest.raises(LinsslError, match="data model"):
+        integrate_flow_exponential(problem, initial_state(problem, 4, 0.5, 0), other, t_max=1.0)
