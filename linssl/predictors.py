@@ -135,8 +135,9 @@ def _unit_scale(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     cannot underflow (entries below ≈ 1e-19 in float32, 1e-162 in float64 would give ‖x‖ = 0 and a
     predictor of size 1 / tiny: a collapsing run would blow up instead of collapsing)."""
     tiny = torch.finfo(x.dtype).tiny
-    y = x / x.abs().amax(dims, keepdim=True).clamp_min(tiny)
-    return y / torch.linalg.vector_norm(y, dim=dims, keepdim=True).clamp_min(tiny)
+    biggest = torch.maximum(x.amax(dims, keepdim=True), -x.amin(dims, keepdim=True))  # max|x|, no |x| copy
+    y = x / biggest.clamp_min(tiny)
+    return y.div_(torch.linalg.vector_norm(y, dim=dims, keepdim=True).clamp_min(tiny))
 
 
 def direct_set(
@@ -151,8 +152,11 @@ def direct_set(
     α = 1 does not symmetrise it — at d = 2048 that copy alone cost 35× the rest of DirectCopy.
     """
     if alpha == 1.0:
-        eye = torch.eye(F.shape[-1], dtype=F.dtype, device=F.device)
-        return normalise(F, norm, power_iters) + eps * eye
+        Wp = normalise(F, norm, power_iters)
+        if eps:  # in place on a fresh tensor: no d×d identity and no third full-size temporary
+            Wp = Wp.clone() if Wp is F else Wp
+            Wp.diagonal(dim1=-2, dim2=-1).add_(eps)
+        return Wp
     p, U = direct_set_spectrum(F, alpha, norm, eps)
     return (U * p.unsqueeze(-2)) @ U.mT
 
