@@ -76,8 +76,8 @@ class LawsonStep(RungeKuttaStep):
         self.v = view_var.expand(B, d).unsqueeze(-2)
         self.corr_var = self.v if self.rule.f_source == "aug" else self.x
         self.wd = problem.wd.reshape(B, 1, 1)
-        self.frame = torch.eye(out_dim, dtype=basis.dtype).expand(B, -1, -1).clone()
-        self.p = basis.new_zeros(B, out_dim)
+        self.frame: torch.Tensor  # (B, m, m) and (B, m): set by ``start`` from the first predictor
+        self.p: torch.Tensor
         self._pending: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | torch.Tensor] | None = None
 
     # -- the flow in the model basis, in any row frame --------------------------------------------
