@@ -340,6 +340,22 @@ def test_short_run_on_each_official_format(tmp_path, name, n_unlabeled):
     assert math.isfinite(result.metrics[0]["loss"])
 
 
+@pytest.mark.slow
+def test_compiled_bf16_run_on_cpu_checkpoints_plain_keys_and_resumes(tmp_path):
+    """--compile --amp (the GPU recipe's flags) through the whole loop on CPU: torch.compile (inductor),
+    bf16 autocast, a checkpoint whose keys load into an uncompiled network, and a compiled resume."""
+    cfg = tiny(tmp_path, compile=True, amp=True, epochs=2, predictor="directpred")
+    first = train(cfg, stop_after_epochs=1)
+    checkpoint = torch.load(Path(cfg.out) / "checkpoint.pt", weights_only=False)
+    plain = train_mod.build_online(cfg.resolve(), 1)  # digits: one channel
+    assert checkpoint["online"].keys() == plain.state_dict().keys()  # no "_orig_mod." prefixes
+    plain.load_state_dict(checkpoint["online"])
+    assert first.online.predictor.tracker.value.dtype == torch.float32  # F̂ and W_p stay float32 under bf16
+    resumed = train(cfg, resume=True)
+    assert resumed.epoch == 2 and all(math.isfinite(m["loss"]) for m in resumed.metrics)
+    assert 0 <= resumed.summary["linear_top1"] <= 1
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_path_with_bf16_autocast_and_channels_last(tmp_path):
     result = train(tiny(tmp_path, device="cuda", amp=True, epochs=2, predictor="directpred"))
