@@ -27,7 +27,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line on stderr and exit code 2."""
+    """ArgumentParser whose errors are one line on stderr and exit code 2, and which takes flags only as
+    written: no prefixes, so ``--out`` never quietly means ``--out-dim``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message}\n")

@@ -62,3 +62,13 @@ def test_unwritable_output_is_a_one_line_error(tmp_path, capsys):
     code = command_main("linssl.simulate", "linssl simulate", ["--aug-var", "0.2,6", "--json", str(blocker / "r.json")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot write" in err
+
+
+def test_a_prefix_of_a_flag_is_not_taken_for_the_flag(capsys):
+    """`--out 4` on the simulator (whose flag is --out-dim) is an error, not a silent out_dim = 4."""
+    from linssl.cli import command_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        command_main("linssl.simulate", "linssl simulate", ["--aug-var", "0.2,6", "--out", "1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "unrecognized arguments: --out 1" in err
