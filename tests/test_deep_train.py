@@ -249,6 +249,18 @@ def test_knn_monitor_every_n_epochs_always_covers_the_last(tmp_path):
     assert [m["knn_top1"] is not None for m in metrics] == [False, True]
 
 
+def test_progress_in_a_log_file_is_one_line_per_epoch(tmp_path, capsys):
+    """stderr not a terminal (a log, a batch job): no live bar, one line per epoch from the metrics."""
+    result = train(tiny(tmp_path, epochs=2, progress=True))
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.strip().splitlines()
+    assert [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]]
+    assert f"loss {result.metrics[1]['loss']:.4f}" in lines[1] and "knn " in lines[1]
+    train(tiny(tmp_path / "quiet", epochs=1, progress=False))
+    assert capsys.readouterr().err == ""
+
+
 def test_deep_eval_on_interrupted_and_finished_runs(tmp_path, capsys):
     cfg = tiny(tmp_path, epochs=2)
     train(cfg, stop_after_epochs=1)

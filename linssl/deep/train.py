@@ -21,6 +21,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -559,6 +560,8 @@ def train(cfg: DeepConfig, resume: bool = False, stop_after_epochs: int | None =
             stats = train_one_epoch(s)
             if ranks.main:
                 line = end_of_epoch(s, stats)
+                if cfg.progress:
+                    _report_epoch(line, cfg.epochs)
                 if writer is not None:
                     for key in ("loss", "lr", "knn_top1", "effective_rank", "normalised_std", "images_per_second"):
                         if line[key] is not None:
@@ -765,7 +768,19 @@ def _progress(cfg: DeepConfig, ranks: Ranks, total: int, epoch: int):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+    # disable=None: a live bar on a terminal only; a log file gets the epoch lines of _report_epoch
+    return tqdm(total=total, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True, disable=None)
+
+
+def _report_epoch(line: dict[str, Any], epochs: int) -> None:
+    """One line on stderr per epoch (what metrics.jsonl records, in short): progress in a log file too."""
+    from tqdm.auto import tqdm
+
+    knn = "" if line["knn_top1"] is None else f"  knn {line['knn_top1']:.4f}"
+    tqdm.write(f"epoch {line['epoch']}/{epochs}  loss {line['loss']:.4f}{knn}  "
+               f"eff. rank {line['effective_rank']:.2f}  std {line['normalised_std']:.3f} "
+               f"(healthy {line['healthy_std']:.3f})  {line['images_per_second']:.0f} img/s  "
+               f"{line['epoch_seconds']:.1f} s", file=sys.stderr)
 
 
 def _device_name(device: torch.device) -> str:
