@@ -194,6 +194,7 @@ class CorrelationEMA:
     The first update initialises F̂ to the batch estimate (no bias towards zero). ``update``
     accepts ``(n, m)`` or batched ``(..., n, m)`` outputs; pass both views' outputs concatenated
     along ``n``. Under DDP, pass ``reduce`` (e.g. an all-reduce mean) so every rank holds the same F̂.
+    A tensor it returned is never changed by later updates.
     """
 
     def __init__(self, rho: float) -> None:
@@ -211,10 +212,12 @@ class CorrelationEMA:
         corr = self.batch_correlation(outputs.detach())
         if reduce is not None:
             corr = reduce(corr)
+        # a new tensor each time, never an update in place: DirectCopy with norm none and ε = 0 returns F̂
+        # itself as W_p, which must stay as it was until the next predictor reset (--freq)
         if self.value is None:
             self.value = corr.clone()
         else:
-            self.value.mul_(self.rho).add_(corr, alpha=1.0 - self.rho)
+            self.value = torch.add(self.value * self.rho, corr, alpha=1.0 - self.rho)
         return self.value
 
     def state_dict(self) -> dict:

@@ -78,6 +78,22 @@ def test_sgd_agrees_with_flow_across_seeds():
     assert (tail[:, ~kept] < 1e-4).all()
 
 
+@pytest.mark.parametrize("rule", ["directcopy", "directpred"])
+def test_sgd_predictor_is_held_between_resets(rule):
+    """--freq 10: W_p is set from F̂ at steps 0, 10, 20 and held in between, also for DirectCopy with
+    norm none and ε = 0, whose W_p is F̂ itself (an in-place F̂ update once moved it every step)."""
+    model, problem = setup(rule)
+    s0 = initial_state(problem, 4, 0.5, seed=0)
+    traj = integrate_sgd(problem, s0, model, SGDConfig(lr=0.01, steps=30, batch_size=16, rho=0.5, freq=10, seed=0),
+                         n_records=31)
+    wps = traj.predictors[:30]  # one per step: the predictor each step used
+    for start in (0, 10, 20):
+        for k in range(start + 1, start + 10):
+            assert torch.equal(wps[k], wps[start]), k
+        if start:
+            assert not torch.equal(wps[start], wps[start - 1])
+
+
 def test_batch_runs_are_independent():
     """A batched flow equals the same runs integrated one at a time."""
     model = commuting_model(1.0, AUG, seed=1)

@@ -93,8 +93,10 @@ def test_correlation_ema_initialises_then_averages():
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(32, 4, generator=gen), torch.randn(32, 4, generator=gen)
     est = CorrelationEMA(rho=0.3)
-    torch.testing.assert_close(est.update(a), a.T @ a / 32)
+    first = est.update(a)
+    torch.testing.assert_close(first, a.T @ a / 32)
     torch.testing.assert_close(est.update(b), 0.3 * (a.T @ a / 32) + 0.7 * (b.T @ b / 32))
+    torch.testing.assert_close(first, a.T @ a / 32, rtol=0, atol=0)  # a returned F̂ is never updated in place
     state = est.state_dict()
     other = CorrelationEMA(0.9)
     other.load_state_dict(state)
