@@ -60,18 +60,20 @@ def random_rotation(dim: int, seed: int) -> torch.Tensor:
     return haar_rotation(dim, torch.Generator().manual_seed(int(seed)))
 
 
-def _as_vector(values, name: str) -> torch.Tensor:
+def _as_vector(values, name: str, allow_zero: bool = False) -> torch.Tensor:
     t = torch.as_tensor(values, dtype=DTYPE).reshape(-1)
     if t.numel() == 0:
         raise LinsslError(f"{name} is empty")
-    if not torch.isfinite(t).all() or (t <= 0).any():
-        raise LinsslError(f"{name} must be positive finite numbers, got {t.tolist()}")
+    if not torch.isfinite(t).all() or (t < 0).any() or (not allow_zero and (t == 0).any()):
+        kind = "non-negative" if allow_zero else "positive"
+        raise LinsslError(f"{name} must be {kind} finite numbers, got {t.tolist()}")
     return t
 
 
 def commuting_model(data_var, aug_var, seed: int = 0, rotate: bool = True) -> DataModel:
-    """X = U diag(λ) Uᵀ, X' = U diag(σ²) Uᵀ with U a seeded random rotation (or the identity)."""
-    aug = _as_vector(aug_var, "aug-var")
+    """X = U diag(λ) Uᵀ, X' = U diag(σ²) Uᵀ with U a seeded random rotation (or the identity);
+    λ > 0, σ² ≥ 0 (σ² = 0: a feature the augmentation leaves alone)."""
+    aug = _as_vector(aug_var, "aug-var", allow_zero=True)
     data = _as_vector(data_var, "data-var")
     if data.numel() == 1:
         data = data.expand(aug.numel()).clone()

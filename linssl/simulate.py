@@ -28,7 +28,7 @@ from linssl.dynamics import (
     integrate_sgd,
     stable_lr,
 )
-from linssl.errors import LinsslError
+from linssl.errors import DivergenceError, LinsslError
 from linssl.predictors import F_SOURCES, NORMS, PREDICTOR_NAMES, PredictorRule, make_rule
 from linssl.records import CONVERGED_KEPT_TOL, KEPT_TOL, RunRecord, record
 from linssl.runtime import one_thread
@@ -81,6 +81,12 @@ class SimConfig:
             raise LinsslError(f"--wd must be a positive number, got {self.wd}")
         if self.mode not in MODES:
             raise LinsslError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not (math.isfinite(self.target_scale) and self.target_scale > 0):
+            raise LinsslError(f"--target-scale must be a positive number, got {self.target_scale}")
+        for flag, value, least in (("--rtol", self.rtol, 0.0), ("--atol", self.atol, -1.0),
+                                   ("--conv-tol", self.conv_tol, 0.0)):
+            if not (math.isfinite(value) and value > least):
+                raise LinsslError(f"{flag} must be a {'non-negative' if least < 0 else 'positive'} number, got {value}")
         if self.out_dim is not None and self.out_dim < 1:
             raise LinsslError(f"--out-dim must be >= 1, got {self.out_dim}")
         if (self.data_cov is None) != (self.aug_cov is None):
@@ -176,7 +182,23 @@ def _near_threshold(config: SimConfig, lam: np.ndarray, s2: np.ndarray) -> np.nd
 
 
 def integrate(config: SimConfig, problem: Problem, model: DataModel, progress: bool = False) -> Trajectory:
-    """Run the configured integrator from the seeded initial state."""
+    """Run the configured integrator from the seeded initial state.
+
+    Under the Frobenius-normalised direct predictor every p_i < 1 whatever the scale of W, so a feature
+    with τλp − (λ + σ²)p² > η grows exponentially for ever: a divergence there is the flow's, and is
+    reported as such instead of with a step-size hint."""
+    try:
+        return _integrate(config, problem, model, progress)
+    except DivergenceError:
+        if config.rule().kind == "direct" and config.norm == "frobenius":
+            raise DivergenceError(
+                "the run diverged: ‖W‖ grows without bound under the frobenius-normalised predictor: every p_i < 1, "
+                "so a feature with τλp − (λ + σ²)p² > η grows exponentially — the flow itself, not the step size; "
+                "use --norm spectral (W shrinks) or none (closed forms), or a larger --wd") from None
+        raise
+
+
+def _integrate(config: SimConfig, problem: Problem, model: DataModel, progress: bool) -> Trajectory:
     state = initial_state(problem, config.out_dim or model.dim, config.init_scale, config.seed, config.init)
     if config.mode == "flow":
         bar = _progress_bar(progress, config.time, "t")
@@ -232,13 +254,15 @@ def run_simulation(config: SimConfig, progress: bool = False) -> SimulationResul
     rtol = GAIN_RTOL[config.mode]
     capacity_ok = int(kept_pred.sum()) <= m
     passed = not wrong and max_rel <= rtol and capacity_ok and converged
-    verdict = _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, converged, capacity_ok, m)
+    verdict = _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, converged, capacity_ok, m,
+                       config.mode)
     return SimulationResult(config, model, traj, rec, features,
                             float(theory.threshold_aug_var(config.wd, 1.0, config.target_scale)),
                             alignment, proj_err, converged, max_rel, passed, verdict)
 
 
-def _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, converged, capacity_ok, m) -> str:
+def _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, converged, capacity_ok, m,
+             mode: str = "flow") -> str:
     counts = f"{int(kept_sim.sum())} of {kept_pred.size} features kept (theory: {int(kept_pred.sum())})"
     if passed:
         align = "W collapsed to 0" if math.isnan(alignment) else f"alignment {alignment:.1e}"
@@ -247,8 +271,10 @@ def _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, conve
     if wrong:
         reasons.append(f"features {wrong} classified differently")
         if capacity_ok and any(kept_pred[i] and not kept_sim[i] for i in wrong):
-            reasons.append("a kept feature fell into the collapse basin (w = 0 is stable too): "
-                           "try a larger --init-scale")
+            # SGD (SPEC §3): F̂ lags W, and from a large init the predictor overshoots while it lags
+            fix = ("try a smaller --rho or --lr (F̂ lags W), or a smaller --init-scale" if mode == "sgd"
+                   else "try a larger --init-scale")
+            reasons.append(f"a kept feature fell into the collapse basin (w = 0 is stable too): {fix}")
     if max_rel > rtol:
         reasons.append(f"max relative gain error {max_rel:.1e} > {rtol:g}")
     if not converged:
@@ -266,7 +292,9 @@ def _uncompared_result(config: SimConfig, model: DataModel, problem: Problem, tr
     gains = rec.gains[-1, 0, :]
     if model.commuting:
         lam, s2 = model.data_var.tolist(), model.aug_var.tolist()
-        why = f"no closed form for the {config.norm}-normalised predictor (SPEC §4: W shrinks towards 0)"
+        scale = ("‖W‖ shrinks towards 0, SPEC §4" if config.norm == "spectral"
+                 else "every p_i < 1: ‖W‖ grows or shrinks without a fixed point")
+        why = f"no closed form for the {config.norm}-normalised predictor ({scale})"
     else:
         lam = s2 = [None] * model.dim
         why = "general (non-commuting) model: no closed form to compare with"
@@ -326,6 +354,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--pred-wd", type=float, help="η_p, trained predictor's weight decay (default: --wd)")
     p.add_argument("--mode", choices=MODES, default="flow", help="gradient flow, discrete GD or minibatch SGD")
     p.add_argument("--time", type=float, default=5000.0, help="flow: maximal time (stops on convergence)")
+    p.add_argument("--rtol", type=float, default=1e-9, help="flow: solve_ivp relative tolerance (default 1e-9)")
+    p.add_argument("--atol", type=float, default=1e-12, help="flow: solve_ivp absolute tolerance (default 1e-12)")
+    p.add_argument("--conv-tol", type=float, default=1e-8,
+                   help="flow/gd: converged (and stopped) once max|dW/dt| < CONV_TOL (default 1e-8)")
+    p.add_argument("--no-rotate", dest="rotate", action="store_false",
+                   help="model basis U = identity (default: a seeded random rotation)")
     p.add_argument("--steps", type=int, help="gd/sgd steps (default: time 600 for gd, 300 for sgd, over lr)")
     p.add_argument("--lr", type=float, help="gd/sgd learning rate (default: min(0.01, 1/initial curvature))")
     p.add_argument("--batch", type=int, default=128, help="sgd batch size")
@@ -361,7 +395,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         target=args.target, ema=args.ema, target_scale=args.target_scale, pred_lr=args.pred_lr,
         pred_wd=args.pred_wd, mode=args.mode, time=args.time, steps=args.steps, lr=args.lr, batch=args.batch,
         rho=args.rho, freq=args.freq, init_scale=args.init_scale, init=args.init, seed=args.seed,
-        data_cov=data_cov, aug_cov=aug_cov,
+        rotate=args.rotate, conv_tol=args.conv_tol, rtol=args.rtol, atol=args.atol, data_cov=data_cov, aug_cov=aug_cov,
     )
 
 

@@ -124,31 +124,35 @@ def predicted_gain_sq_for_rule(rule, data_var, aug_var, wd, tau=1.0, pred_wd=Non
 
 def basin_gain_sq(data_var, aug_var, wd, alpha, f_source="aug", tau=1.0, eps=0.0):
     """Initial gain² below which an aligned feature collapses to 0: (p₋ − ε)^(1/α) / c (NaN if not kept;
-    0 when ε ≥ p₋, where w = 0 is no longer stable)."""
+    0 when p₋ ≤ ε < p₊, where w = 0 is no longer stable; for ε ≥ p₊ w = 0 is stable again and the
+    feature collapses from anywhere — ``predicted_gain_sq`` is 0 there)."""
     _, p_minus = fixed_points(data_var, aug_var, wd, tau)
     return gain_sq_from_p(p_minus, data_var, aug_var, alpha, f_source, eps)
 
 
-def feature_rhs(gain, data_var, aug_var, wd, alpha, f_source="aug", tau=1.0):
-    """dw/dt = w [τλp − (λ + σ²)p² − η] with p = (c w²)^α (stop-gradient target)."""
+def feature_rhs(gain, data_var, aug_var, wd, alpha, f_source="aug", tau=1.0, eps=0.0):
+    """dw/dt = w [τλp − (λ + σ²)p² − η] with p = (c w²)^α + ε (stop-gradient target)."""
     w, lam, s2 = _f(gain), _f(data_var), _f(aug_var)
-    p = _f(predictor_eigenvalue(w**2, lam, s2, alpha, f_source))
+    p = _f(predictor_eigenvalue(w**2, lam, s2, alpha, f_source)) + _f(eps)
     return _out(w * (_f(tau) * lam * p - (lam + s2) * p**2 - _f(wd)))
 
 
-def local_rate(data_var, aug_var, wd, alpha, tau=1.0):
-    """Convergence rate of w near p₊: 2α p₊ sqrt(Δ) (λ = 1: 2αp₊ sqrt(1 − 4η(1 + σ²))).
+def local_rate(data_var, aug_var, wd, alpha, tau=1.0, eps=0.0):
+    """Convergence rate of w near p₊: 2α (p₊ − ε) sqrt(Δ) (λ = 1, ε = 0: 2αp₊ sqrt(1 − 4η(1 + σ²))).
 
-    It vanishes at the threshold (critical slowing down); NaN for discarded features.
+    −(dw/dt)' at p₊ = −w (τλ − 2(λ + σ²)p₊) dp/dw = sqrt(Δ) · 2α(p₊ − ε), since dp/dw = 2α(p − ε)/w.
+    It vanishes at the threshold (critical slowing down); NaN for discarded features (also p₊ ≤ ε).
     """
     p_plus, _ = fixed_points(data_var, aug_var, wd, tau)
     disc = _f(discriminant(data_var, aug_var, wd, tau))
-    return _out(2 * _f(alpha) * _f(p_plus) * np.sqrt(np.where(disc >= 0, disc, np.nan)))
+    shifted = _f(p_plus) - _f(eps)
+    rate = 2 * _f(alpha) * shifted * np.sqrt(np.where(disc >= 0, disc, np.nan))
+    return _out(np.where(shifted > 0, rate, np.nan))
 
 
-def gd_locally_stable(lr, data_var, aug_var, wd, alpha, tau=1.0):
+def gd_locally_stable(lr, data_var, aug_var, wd, alpha, tau=1.0, eps=0.0):
     """Discrete GD is locally stable at p₊ iff lr × rate < 2."""
-    return _out(_f(lr) * _f(local_rate(data_var, aug_var, wd, alpha, tau)) < 2)
+    return _out(_f(lr) * _f(local_rate(data_var, aug_var, wd, alpha, tau, eps)) < 2)
 
 
 def balancing_residual(initial_norm, wd, t):

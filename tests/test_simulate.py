@@ -105,6 +105,12 @@ def test_cli_is_the_same_as_linssl_simulate():
         ["--mode", "gd", "--lr", "5"],
         ["--mode", "sgd", "--lr", "-1"],
         ["--out-dim", "20"],
+        ["--target-scale", "0"],
+        ["--rtol", "0"],
+        ["--atol", "-1e-12"],
+        ["--conv-tol", "nan"],
+        ["--aug-var", "0.1,-0.0001"],
+        ["--data-var", "0"],
     ],
 )
 def test_cli_bad_input_one_line_exit_2_no_output(tmp_path, capsys, args):
@@ -186,3 +192,45 @@ def test_everything_discarded_reports_collapse_not_alignment():
     r = run_simulation(SimConfig(wd=0.3))  # 1/(4η) − 1 < 0: no feature can be kept
     assert r.passed and not any(f.kept_simulated for f in r.features)
     assert "collapsed" in r.verdict and r.to_json()["alignment_offdiag"] is None
+
+
+def test_tolerance_and_basis_flags_reach_the_run(tmp_path):
+    """--rtol/--atol/--conv-tol/--no-rotate are SimConfig fields one to one; a looser stop ends earlier."""
+    from linssl.cli import command_main
+
+    times = {}
+    for name, extra in (("tight", []), ("loose", ["--conv-tol", "1e-6", "--rtol", "1e-6", "--atol", "1e-9"])):
+        out = tmp_path / f"{name}.json"
+        assert command_main("linssl.simulate", "linssl simulate", ["--no-rotate", *extra, "--json", str(out)]) == 0
+        doc = json.loads(out.read_text())
+        assert doc["passed"] and doc["config"]["rotate"] is False
+        times[name] = doc["t_final"]
+    assert doc["config"]["conv_tol"] == 1e-6 and doc["config"]["rtol"] == 1e-6 and doc["config"]["atol"] == 1e-9
+    assert times["loose"] < times["tight"]
+
+
+def test_a_feature_without_augmentation_variance_is_kept_at_its_closed_form():
+    """σ² = 0: kept iff λ ≥ 4η; w² = p₊² with p₊ = (1 + sqrt(1 − 4η)) / 2 (λ = 1, α = ½)."""
+    import math
+
+    r = run_simulation(SimConfig(wd=0.1, aug_var=(0.0, 1.0, 10.0)))
+    assert r.passed, r.verdict
+    p_plus = (1 + math.sqrt(1 - 4 * 0.1)) / 2
+    assert r.features[0].gain_sq_simulated == pytest.approx(p_plus**2, rel=1e-6)  # converged flow: ~1e-9
+
+
+def test_frobenius_growth_is_explained_not_blamed_on_the_step():
+    """F/‖F‖_F keeps every p_i < 1, so ‖W‖ grows for ever at this η: the error says so, not "smaller step"."""
+    from linssl.errors import DivergenceError
+
+    with pytest.raises(DivergenceError, match="grows without bound under the frobenius") as info:
+        run_simulation(SimConfig(norm="frobenius"))
+    assert "init-scale" not in str(info.value) and "--lr" not in str(info.value)
+
+
+def test_sgd_collapse_hint_points_at_the_lagging_estimate():
+    """SPEC §3's pitfall: η = 0.07, σ² = 1.5 from init scale 1, lr 0.02, ρ 0.99 loses the kept feature
+    because F̂ lags W; the hint names ρ and lr, not a larger init (which makes it worse)."""
+    r = run_simulation(SimConfig(wd=0.07, aug_var=(0.1, 1.5, 6.0), init_scale=1.0, mode="sgd", lr=0.02, rho=0.99))
+    assert not r.passed and "collapse basin" in r.verdict
+    assert "--rho" in r.verdict and "larger --init-scale" not in r.verdict

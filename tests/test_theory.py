@@ -57,6 +57,21 @@ def test_local_rate_is_minus_the_jacobian(alpha):
     assert -jac == pytest.approx(theory.local_rate(lam, s2, eta, alpha), rel=1e-6)
 
 
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
+def test_local_rate_with_eps_is_minus_the_jacobian(alpha):
+    """ε shifts p: the rate is 2α(p₊ − ε)sqrt(Δ), slower than at ε = 0."""
+    lam, s2, eta, eps = 1.0, 0.5, 0.07, 0.1
+    w = np.sqrt(theory.predicted_gain_sq(lam, s2, eta, alpha, eps=eps))
+    h = 1e-6 * w
+    rhs = [theory.feature_rhs(w + sign * h, lam, s2, eta, alpha, eps=eps) for sign in (1, -1)]
+    jac = (rhs[0] - rhs[1]) / (2 * h)
+    rate = theory.local_rate(lam, s2, eta, alpha, eps=eps)
+    assert -jac == pytest.approx(rate, rel=1e-6)  # central difference, as above
+    assert rate < theory.local_rate(lam, s2, eta, alpha)
+    p_plus, _ = theory.fixed_points(lam, s2, eta)
+    assert np.isnan(theory.local_rate(lam, s2, eta, alpha, eps=p_plus + 0.01))  # ε ≥ p₊: nothing to converge to
+
+
 def test_rate_vanishes_at_threshold():
     assert theory.local_rate(1.0, 4.0, 0.05, 0.5) == pytest.approx(0.0, abs=1e-12)
 
