@@ -304,6 +304,18 @@ def test_imagenet_bad_input(tmp_path):
         load_split("imagenet", tmp_path, "test")
 
 
+def test_an_undecodable_file_in_a_worker_process_is_one_line(tmp_path):
+    """DataLoader workers wrap a worker's exception in its traceback; loader_batches gives back the line."""
+    write_fake_imagenet(tmp_path, n_train=2, n_test=1, num_classes=1, size=40)
+    (tmp_path / "train" / "n00000000" / "zz_broken.JPEG").write_bytes(b"not a jpeg")
+    ds = load_split("imagenet", tmp_path, "train")
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1)
+    with pytest.raises(LinsslError) as info:
+        list(datasets.loader_batches(loader))
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("cannot decode image") and "zz_broken.JPEG" in message
+
+
 # ---------------------------------------------------------------- digits
 
 

@@ -305,6 +305,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         "unknown dataset": ["--dataset", "mnist"],
         "sync-bn on cpu": ["--sync-bn", "--device", "cpu"],
         "cuda without gpu": ["--device", "cuda"] if not torch.cuda.is_available() else ["--lr", "-1"],
+        "negative projector": ["--proj-dim", "-5"],
+        "zero projector hidden": ["--proj-hidden", "0"],
     }
     bad_toml = tmp_path / "bad.toml"
     bad_toml.write_text('dataset = "digits"\nlearning_rate = 0.1\n')

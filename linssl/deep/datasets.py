@@ -143,6 +143,19 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return decode_image(path, self.resize, self.crop), label
 
 
+def loader_batches(loader: torch.utils.data.DataLoader):
+    """The batches of ``loader``; a ``LinsslError`` raised in a worker process (a file that does not
+    decode) comes back as its own one-line message, not wrapped in the worker's traceback."""
+    try:
+        yield from loader
+    except LinsslError as exc:
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        prefix = f"{LinsslError.__module__}.{LinsslError.__qualname__}: "
+        if last.startswith(prefix):
+            raise LinsslError(last[len(prefix):]) from None
+        raise
+
+
 def decode_image(path: Path, resize: int, crop: int) -> torch.Tensor:
     """Read an image file as uint8 (3, crop, crop): shorter side -> ``resize``, then centre crop."""
     from PIL import Image, UnidentifiedImageError

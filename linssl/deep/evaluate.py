@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from linssl.deep import datasets
 from linssl.deep.augment import AugmentConfig, eval_transform, preset
 from linssl.deep.datasets import DatasetSpec
 from linssl.errors import LinsslError
@@ -45,7 +46,7 @@ def _batches(dataset, batch_size: int, device: torch.device, num_workers: int | 
     workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                                          pin_memory=pin)
-    yield from loader
+    yield from datasets.loader_batches(loader)
 
 
 @torch.no_grad()

@@ -150,6 +150,9 @@ class DeepConfig:
             raise LinsslError(f"--ema must be in [0, 1], got {self.ema}")
         if not 0.0 <= self.rho < 1.0:
             raise LinsslError(f"--rho must be in [0, 1), got {self.rho}")
+        for name in ("proj_hidden", "proj_dim"):  # None: the --projector preset's size
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
+                raise LinsslError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.knn_every < 0:
             raise LinsslError(f"--knn-every must be >= 0, got {self.knn_every}")
         if self.workers < 0:
@@ -167,8 +170,8 @@ class DeepConfig:
             self,
             norm=self.norm or "spectral",
             eps=0.01 if self.eps is None else float(self.eps),
-            proj_hidden=self.proj_hidden or hidden,
-            proj_dim=self.proj_dim or dim,
+            proj_hidden=hidden if self.proj_hidden is None else self.proj_hidden,
+            proj_dim=dim if self.proj_dim is None else self.proj_dim,
             stem=self.stem if self.stem != "auto" else ("imagenet" if self.dataset == "imagenet" else "cifar"),
             crop_scale=None if self.crop_scale is None else tuple(float(c) for c in self.crop_scale),
         )
@@ -373,7 +376,7 @@ def iterate_batches(dataset, images: Tensor | None, shard: Tensor, cfg: DeepConf
         dataset, batch_size=shard.shape[1], sampler=shard.flatten().tolist(), num_workers=cfg.workers,
         pin_memory=pin, drop_last=True, persistent_workers=False,
     )
-    for images, _labels in loader:
+    for images, _labels in datasets.loader_batches(loader):
         yield images.to(device, non_blocking=pin)
 
 
