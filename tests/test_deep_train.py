@@ -213,6 +213,18 @@ def test_resume_refuses_changed_schedule_settings(tmp_path):
             train(tiny(tmp_path, **{"epochs": 2, **change}), resume=True)
 
 
+def test_resume_on_fewer_gpus_restores_the_rng_of_those_it_has(monkeypatch):
+    """A checkpoint saved where 8 GPUs were visible, resumed with one: only device 0's state is set
+    (torch's set_rng_state_all would index a device that is not there)."""
+    state = {**train_mod.rng_state(), "cuda": [torch.tensor([k], dtype=torch.uint8) for k in range(8)]}
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((int(state[0]), device)))
+    train_mod.set_rng_state(state)
+    assert restored == [(0, 0)]
+
+
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     cfg = tiny(tmp_path, epochs=3)
     train(cfg, stop_after_epochs=1)
