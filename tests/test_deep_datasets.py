@@ -388,5 +388,18 @@ def test_download_extracts_a_verified_archive(tmp_path, monkeypatch):
     url, _, folder = datasets.ARCHIVES["cifar100"]
     monkeypatch.setitem(datasets.ARCHIVES, "cifar100", (url, hashlib.md5(buffer.getvalue()).hexdigest(), folder))
     monkeypatch.setattr(datasets.urllib.request, "urlopen", None)  # any network use would fail
-    datasets.download("cifar100", data)
+
+    real_extractall = tarfile.TarFile.extractall
+
+    def interrupted(self, path, *args, **kwargs):  # part of the archive lands, then Ctrl-C
+        real_extractall(self, path, members=self.getmembers()[:2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        datasets.download("cifar100", data)
+    assert sorted(p.name for p in data.iterdir()) == ["cifar-100-python.tar.gz"]  # no partial dataset folder
+    monkeypatch.setattr(tarfile.TarFile, "extractall", real_extractall)
+    datasets.download("cifar100", data)  # so a second --download repairs it
     assert load_split("cifar100", data, "train").images.shape == (2, 3, 32, 32)
+    assert sorted(p.name for p in data.iterdir()) == ["cifar-100-python", "cifar-100-python.tar.gz"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shutil
 import tarfile
 import urllib.error
 import urllib.request
@@ -390,12 +391,23 @@ def download(name: str, data_dir: str | Path) -> None:
         os.replace(partial, archive)
         if _md5(archive) != md5:
             raise LinsslError(f"{archive} has the wrong checksum (expected md5 {md5}); delete it and retry")
+    # extracted beside the target, then renamed into place: an interrupted extraction never leaves a
+    # partial folder that the "already there" test above would take for the dataset
+    staging = root / f".{folder}.extracting"
+    shutil.rmtree(staging, ignore_errors=True)
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            _check_members(tar, root)
-            tar.extractall(root)
+            _check_members(tar, staging)
+            tar.extractall(staging)
+        if not (staging / folder).is_dir():
+            raise LinsslError(f"{archive} does not hold the folder {folder}/; delete it and retry")
+        if (root / folder).is_dir():
+            (root / folder).rmdir()  # empty (a non-empty one returned above)
+        os.replace(staging / folder, root / folder)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise LinsslError(f"cannot extract {archive} ({exc}); delete it and retry") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _check_members(tar: tarfile.TarFile, root: Path) -> None:
