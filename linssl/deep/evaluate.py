@@ -213,7 +213,7 @@ def fit_logistic(
     x = feats.float().to(device)
     y = labels.to(device)
     mu, sigma = x.mean(dim=0), x.std(dim=0, unbiased=False) + 1e-6
-    x = (x - mu) / sigma
+    x = x.sub(mu).div_(sigma)  # one new copy (x may be the caller's tensor: never changed in place)
     n = x.shape[0]
     weight = torch.zeros(num_classes, x.shape[1], device=device, requires_grad=True)
     bias = torch.zeros(num_classes, device=device, requires_grad=True)
