@@ -31,7 +31,7 @@ def _worker(rank: int, world: int, port: int, out: str, predictor: str) -> None:
                      predictor=predictor, out=str(Path(out) / "run"))
     result = train(cfg)
     torch.save({"online": result.online.state_dict(), "target": result.target.state_dict(), "step": result.step,
-                "summary": result.summary}, Path(out) / f"rank{rank}.pt")
+                "summary": result.summary, "main": result.main}, Path(out) / f"rank{rank}.pt")
 
 
 @pytest.mark.parametrize("predictor", ["directpred", "mlp"])
@@ -40,6 +40,7 @@ def test_two_gloo_ranks_stay_identical(tmp_path, predictor):
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2))
     assert r0["step"] == r1["step"] == 1437 // 128  # the global batch of 128 is split 64 + 64
     assert r0["summary"] is not None and r1["summary"] is None  # only rank 0 evaluates and writes
+    assert r0["main"] and not r1["main"]  # and only rank 0 reports (deep-train's closing line)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl",
                                                                     "summary.json"]
     for part in ("online", "target"):

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         s = result.summary
         print(f"{s['dataset']} {s['predictor']} {s['epochs']} epochs: linear top-1 {s['linear_top1']:.4f}, "
               f"kNN top-1 {s['knn_top1']:.4f}, {s['wall_seconds']:.0f} s -> {Path(cfg.out) / 'summary.json'}")
-    elif result.epoch < cfg.epochs and result.metrics:
+    elif result.main and result.epoch < cfg.epochs and result.metrics:
         print(f"stopped after epoch {result.epoch} of {cfg.epochs}; "
               f"continue with: linssl deep-train --resume --out {cfg.out}")
     return 0

@@ -512,6 +512,7 @@ class TrainResult:
     summary: dict[str, Any] | None
     epoch: int
     step: int
+    main: bool = True  # rank 0 (or a single process): the one that writes and reports
 
 
 @dataclass
@@ -578,7 +579,7 @@ def train(cfg: DeepConfig, resume: bool = False, stop_after_epochs: int | None =
             writer.close()
         summary = finish(s) if s.epoch >= cfg.epochs and ranks.main else None
         barrier(ranks)
-        return TrainResult(s.online, s.target, s.metrics, summary, s.epoch, s.step)
+        return TrainResult(s.online, s.target, s.metrics, summary, s.epoch, s.step, ranks.main)
     finally:
         if owns_group:
             dist.destroy_process_group()
