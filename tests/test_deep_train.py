@@ -400,7 +400,7 @@ def test_cuda_path_with_bf16_autocast_and_channels_last(tmp_path):
 
 
 DIGITS_RECIPE = dict(dataset="digits", arch="small", width=8, proj_hidden=128, proj_dim=32, epochs=20,
-                     batch_size=128, lr=0.05, eps=0.25, progress=False, workers=0)
+                     batch_size=128, lr=0.05, lr_schedule="cosine", eps=0.25, progress=False, workers=0)
 
 
 def digits_result(tmp_path: Path, seeds=(0, 1, 2)) -> dict[str, list[float]]:

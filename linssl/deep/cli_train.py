@@ -58,7 +58,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--momentum", type=float, default=None, help="SGD / LARS momentum (0.9)")
     opt.add_argument("--wd", type=float, default=None, help="weight decay (4e-4)")
     opt.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="sgd (default) or lars")
-    opt.add_argument("--lr-schedule", choices=SCHEDULES, default=None, help="after warm-up: cosine (default)")
+    opt.add_argument("--lr-schedule", choices=SCHEDULES, default=None, help="constant (default) or cosine")
     opt.add_argument("--warmup-epochs", type=float, default=None, help="linear lr warm-up epochs (0)")
     opt.add_argument("--exclude-bn-bias-wd", action=flag, default=None, help="no weight decay on BN and biases")
     opt.add_argument("--ema", type=float, default=None, help="target momentum m (0.996)")

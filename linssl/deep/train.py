@@ -102,7 +102,7 @@ class DeepConfig:
     momentum: float = 0.9
     wd: float = 4e-4
     optimizer: str = "sgd"
-    lr_schedule: str = "cosine"
+    lr_schedule: str = "constant"  # the authors' STL-10 runs; cosine (+ warm-up) for large batches
     warmup_epochs: float = 0.0
     exclude_bn_bias_wd: bool = False
     ema: float = 0.996
