@@ -123,8 +123,8 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
     channels = images.shape[1]
     if len(mean) not in (1, channels):
         raise LinsslError(f"normalisation has {len(mean)} channel means for {channels}-channel images")
-    m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    m = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
     return (images - m) / s
 
 
@@ -235,8 +235,8 @@ def color_jitter(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
 
 def jitter_factors(u: torch.Tensor, strengths: tuple[float, float, float, float]) -> torch.Tensor:
     """Map uniforms (B, 4) to factors: b, c, s ~ U[max(0, 1 − β), 1 + β], Δh ~ U[−δ, δ]."""
-    lows = torch.tensor([max(0.0, 1 - v) for v in strengths[:3]] + [-strengths[3]], dtype=u.dtype)
-    highs = torch.tensor([1 + v for v in strengths[:3]] + [strengths[3]], dtype=u.dtype)
+    lows = torch.tensor([max(0.0, 1 - v) for v in strengths[:3]] + [-strengths[3]], dtype=u.dtype, device=u.device)
+    highs = torch.tensor([1 + v for v in strengths[:3]] + [strengths[3]], dtype=u.dtype, device=u.device)
     return lows + (highs - lows) * u
 
 
@@ -266,17 +266,26 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, size: int) -> torch
 
 
 class BatchAugment(torch.nn.Module):
-    """Random view of every image of a batch: crop+flip, jitter, grayscale, blur, normalise."""
+    """Random view of every image of a batch: crop+flip, jitter, grayscale, blur, normalise.
+
+    The uniforms come from a CPU generator (the same views on every device, and resumable); on a GPU
+    they cross once per batch, without blocking, and every parameter is computed there: no host
+    synchronisation inside the step. The normalisation constants are buffers (moved with ``.to``).
+    """
 
     def __init__(self, cfg: AugmentConfig):
         super().__init__()
         self.cfg = cfg
+        self.register_buffer("mean", torch.tensor(cfg.mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.std, dtype=torch.float32), persistent=False)
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         cfg = self.cfg
         x = to_unit_float(images)
         batch, channels, height, width = x.shape
         u = torch.rand(batch, NUM_DRAWS, generator=generator, dtype=torch.float64)
+        if x.device.type == "cuda":
+            u = u.pin_memory().to(x.device, non_blocking=True)
         x = crop_and_flip(x, crop_params(u, height, width, cfg), cfg.out_size)
 
         def chosen(column: int, p: float) -> torch.Tensor:
@@ -291,7 +300,7 @@ class BatchAugment(torch.nn.Module):
             lo, hi = cfg.blur_sigma
             blurred = gaussian_blur(x, lo + (hi - lo) * u[:, _SIGMA], cfg.kernel_size)
             x = torch.where(chosen(_BLUR_P, cfg.blur_p), blurred, x)
-        return normalize(x, cfg.mean, cfg.std)
+        return normalize(x, self.mean, self.std)
 
 
 def eval_transform(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:

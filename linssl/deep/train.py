@@ -369,12 +369,11 @@ def iterate_batches(dataset, images: Tensor | None, shard: Tensor, cfg: DeepConf
     """
     pin = device.type == "cuda"
     if images is not None:
-        for idx in shard:
-            if images.device == device:
-                yield images[idx.to(device)]
-            else:
-                batch = images[idx]
-                yield (batch.pin_memory() if pin else batch).to(device, non_blocking=pin)
+        for idx in shard.to(images.device):  # the epoch's indices cross to a GPU once, not once per step
+            batch = images[idx]
+            if batch.device != device:
+                batch = (batch.pin_memory() if pin else batch).to(device, non_blocking=pin)
+            yield batch
         return
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=shard.shape[1], sampler=shard.flatten().tolist(), num_workers=cfg.workers,
