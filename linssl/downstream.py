@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from linssl.data import DTYPE, DataModel, commuting_model
-from linssl.errors import LinsslError
+from linssl.errors import LinsslError, check_seed
 from linssl.runtime import one_thread
 from linssl.theory import ols_excess_risk, ols_samples_for_risk, threshold_aug_var
 
@@ -86,8 +86,9 @@ class SampleComplexityConfig:
             raise LinsslError(f"rank must be between 1 and dim = {self.dim}, got {self.rank}")
         if self.seeds < 2:
             raise LinsslError(f"seeds must be >= 2 for an interval, got {self.seeds}")
-        if not (math.isfinite(self.noise) and self.noise > 0):
-            raise LinsslError(f"noise must be a positive number, got {self.noise}")
+        if not (math.isfinite(self.noise) and 0 < self.noise <= 1e150):  # risks are in units of σ²
+            raise LinsslError(f"noise must be a positive number up to 1e150, got {self.noise}")
+        check_seed("--seed", self.seed)
         if not (math.isfinite(self.wd) and 0 < self.wd < 0.25):
             raise LinsslError(f"wd must be in (0, 0.25) so that some feature is kept, got {self.wd}")
         if not 0 <= self.outside < 1:

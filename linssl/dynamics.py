@@ -245,7 +245,9 @@ def integrate_flow(
     method: str = "DOP853",
     progress: Callable[[float], None] | None = None,
 ) -> Trajectory:
-    """Gradient flow with ``solve_ivp``; stops once max|d(state)/dt| < conv_tol (or at t_max)."""
+    """Gradient flow with ``solve_ivp``; stops once max|d(state)/dt| < conv_tol, or once every entry of
+    the state is below ``atol`` — collapsed to the fixed point 0 as far as the integrator resolves, which
+    at a large η can come long before the speed η|W| falls under conv_tol — or at t_max."""
     if not (t_max > 0 and math.isfinite(t_max)):
         raise LinsslError(f"time must be positive, got {t_max}")
     template = state.clone()
@@ -260,7 +262,7 @@ def integrate_flow(
         return v.pack()
 
     def settled(t: float, y: np.ndarray) -> float:
-        return float(np.max(np.abs(rhs(t, y)))) - conv_tol
+        return min(float(np.max(np.abs(rhs(t, y)))) - conv_tol, float(np.max(np.abs(y))) - atol)
 
     settled.terminal = True  # type: ignore[attr-defined]
     settled.direction = -1  # type: ignore[attr-defined]
@@ -279,7 +281,8 @@ def integrate_flow(
     final = snaps[-1]
     _check_finite(final, f"t = {times[-1]:.3g}", "try a smaller --init-scale")
     speed = float(np.max(np.abs(problem.velocity(final).pack())))
-    return Trajectory(np.asarray(times), snaps, final, speed < 10 * conv_tol, counter["evals"],
+    collapsed = final.max_abs() <= 10 * atol
+    return Trajectory(np.asarray(times), snaps, final, speed < 10 * conv_tol or collapsed, counter["evals"],
                       {"t_final": times[-1], "max_speed": speed})
 
 

@@ -15,9 +15,29 @@ from typing import Any
 from linssl.errors import LinsslError
 
 
+def check_output_path(path: str | os.PathLike, figure: bool = False) -> Path:
+    """Refuse, before any work, an output path that cannot be written: a folder, a path under a file,
+    or (``figure``) a suffix matplotlib cannot save. Missing parent folders are fine (created)."""
+    path = Path(path)
+    if path.is_dir():
+        raise LinsslError(f"cannot write {path}: it is a folder; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise LinsslError(f"cannot write {path}: {parent} is not a folder")
+    if figure and path.suffix:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = FigureCanvasBase.get_supported_filetypes()
+        if path.suffix.lstrip(".").lower() not in formats:
+            raise LinsslError(f"cannot save a figure as {path.suffix!r}; use one of {', '.join(sorted(formats))}")
+    return path
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path``; clean up on failure."""
-    path = Path(path)
+    path = check_output_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)

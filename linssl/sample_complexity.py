@@ -158,8 +158,14 @@ def plot_curves(result: SampleComplexityResult, path: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from linssl.downstream import sample_complexity_curves
+    from linssl.io import check_output_path
 
-    result = sample_complexity_curves(config_from_args(args))
+    config = config_from_args(args)
+    if args.json:
+        check_output_path(args.json)
+    if args.plot:
+        check_output_path(args.plot, figure=True)
+    result = sample_complexity_curves(config)
     print(format_table(result))
     if args.json:
         from linssl.io import write_json

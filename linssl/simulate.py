@@ -28,7 +28,7 @@ from linssl.dynamics import (
     integrate_sgd,
     stable_lr,
 )
-from linssl.errors import DivergenceError, LinsslError
+from linssl.errors import DivergenceError, LinsslError, check_number, check_seed
 from linssl.predictors import F_SOURCES, NORMS, PREDICTOR_NAMES, PredictorRule, make_rule
 from linssl.records import CONVERGED_KEPT_TOL, KEPT_TOL, RunRecord, record
 from linssl.runtime import one_thread
@@ -39,6 +39,9 @@ GAIN_RTOL = {"flow": 1e-3, "gd": 1e-3, "sgd": 0.1}
 #: Features whose augmentation variance is within this fraction of the threshold are not judged
 #: (critical slowing down makes their convergence arbitrarily slow).
 NEAR_THRESHOLD = 0.1
+
+#: largest input dimension d: every step of the flow eigendecomposes a d×d matrix
+MAX_DIM = 1024
 
 
 @dataclass(frozen=True)
@@ -77,16 +80,21 @@ class SimConfig:
     aug_cov: tuple[tuple[float, ...], ...] | None = None
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.wd) and self.wd > 0):
-            raise LinsslError(f"--wd must be a positive number, got {self.wd}")
         if self.mode not in MODES:
             raise LinsslError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if not (math.isfinite(self.target_scale) and self.target_scale > 0):
-            raise LinsslError(f"--target-scale must be a positive number, got {self.target_scale}")
-        for flag, value, least in (("--rtol", self.rtol, 0.0), ("--atol", self.atol, -1.0),
-                                   ("--conv-tol", self.conv_tol, 0.0)):
-            if not (math.isfinite(value) and value > least):
-                raise LinsslError(f"{flag} must be a {'non-negative' if least < 0 else 'positive'} number, got {value}")
+        positive = {"--wd": self.wd, "--target-scale": self.target_scale, "--rtol": self.rtol,
+                    "--conv-tol": self.conv_tol, "--init-scale": self.init_scale, "--ema": self.ema,
+                    "--pred-lr": self.pred_lr, "--lr": self.lr, "--time": self.time}
+        for flag, value in positive.items():
+            check_number(flag, value)
+        for flag, value in {"--atol": self.atol, "--eps": self.eps, "--pred-wd": self.pred_wd}.items():
+            check_number(flag, value, inclusive=True)
+        check_seed("--seed", self.seed)
+        if self.steps is not None and self.steps < 1:
+            raise LinsslError(f"--steps must be >= 1, got {self.steps}")
+        if len(self.aug_var) > MAX_DIM or (self.data_cov is not None and len(self.data_cov) > MAX_DIM):
+            raise LinsslError(f"the simulator takes d <= {MAX_DIM} (a d×d eigendecomposition per step); "
+                              f"got d = {max(len(self.aug_var), len(self.data_cov or ()))}")
         if self.out_dim is not None and self.out_dim < 1:
             raise LinsslError(f"--out-dim must be >= 1, got {self.out_dim}")
         if (self.data_cov is None) != (self.aug_cov is None):
@@ -189,6 +197,9 @@ def integrate(config: SimConfig, problem: Problem, model: DataModel, progress: b
     reported as such instead of with a step-size hint."""
     try:
         return _integrate(config, problem, model, progress)
+    except torch.linalg.LinAlgError:
+        raise DivergenceError("the run diverged: the predictor's eigendecomposition met non-finite values (a flag "
+                              "value beyond what float64 can integrate; try values nearer 1)") from None
     except DivergenceError:
         if config.rule().kind == "direct" and config.norm == "frobenius":
             raise DivergenceError(
@@ -460,9 +471,13 @@ def plot_result(result: SimulationResult, path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from linssl.io import write_json
+    from linssl.io import check_output_path, write_json
 
     config = config_from_args(args)
+    if args.json:
+        check_output_path(args.json)
+    if args.plot:
+        check_output_path(args.plot, figure=True)
     result = run_simulation(config, progress=True)
     print(format_table(result))
     if args.json:

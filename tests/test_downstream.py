@@ -236,6 +236,8 @@ def test_simulated_representation_matches_the_ideal_one():
         (dict(wd=0.3), "wd"),
         (dict(target_risk=-1.0), "target"),
         (dict(seeds=100_000), "lower --seeds"),
+        (dict(noise=1e300), "noise"),  # σ² would overflow
+        (dict(seed=2**64), "--seed"),
     ],
 )
 def test_bad_config_is_a_clear_error(kwargs, message):
@@ -271,7 +273,8 @@ def test_cli_writes_json_and_plot(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [(["--dim", "10", "--n", "5,20"], "n > dim + 1"),
-                                            (["--dim", "10", "--rank", "11"], "rank")])
+                                            (["--dim", "10", "--rank", "11"], "rank"),
+                                            (["--plot", "curves.xyz"], "cannot save a figure as '.xyz'")])
 def test_cli_bad_input_exits_2_with_one_line(argv, message):
     proc = subprocess.run([sys.executable, "-m", "linssl.sample_complexity", *argv],
                           capture_output=True, text=True, timeout=120)

@@ -111,6 +111,18 @@ def test_cli_is_the_same_as_linssl_simulate():
         ["--conv-tol", "nan"],
         ["--aug-var", "0.1,-0.0001"],
         ["--data-var", "0"],
+        ["--mode", "gd", "--lr", "0"],
+        ["--mode", "gd", "--lr", "nan"],
+        ["--predictor", "trainable", "--pred-lr", "0"],
+        ["--predictor", "trainable", "--pred-wd", "nan"],
+        ["--init-scale", "-1"],
+        ["--eps", "-0.1"],
+        ["--seed", "-1"],
+        ["--seed", str(2**64)],
+        ["--dim", "100000"],
+        ["--wd", "1e308"],  # float64 overflows inside the eigendecomposition: the divergence error
+        ["--init-scale", "1e300"],
+        ["--plot", "gains.xyz"],
     ],
 )
 def test_cli_bad_input_one_line_exit_2_no_output(tmp_path, capsys, args):
@@ -234,3 +246,24 @@ def test_sgd_collapse_hint_points_at_the_lagging_estimate():
     r = run_simulation(SimConfig(wd=0.07, aug_var=(0.1, 1.5, 6.0), init_scale=1.0, mode="sgd", lr=0.02, rho=0.99))
     assert not r.passed and "collapse basin" in r.verdict
     assert "--rho" in r.verdict and "larger --init-scale" not in r.verdict
+
+
+def test_a_large_weight_decay_collapses_and_stops():
+    """At η = 1e7 the speed η|W| stays above conv_tol until W is far below atol, where the integrator
+    cannot follow it: the run stops as collapsed to 0 once the state is under atol (it once ran for ever)."""
+    r = run_simulation(SimConfig(wd=1e7))
+    assert r.passed and r.converged and not any(f.kept_simulated for f in r.features)
+    assert r.trajectory.info["t_final"] < 1e-3
+
+
+def test_output_paths_are_checked_before_the_run(tmp_path, capsys):
+    """A folder given as --json, or --json under a file: one line before any work, nothing written."""
+    from linssl.cli import command_main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for target in (tmp_path, blocker / "r.json"):
+        code = command_main("linssl.simulate", "linssl simulate", ["--aug-var", "0.2,6", "--json", str(target)])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "cannot write" in err and ".tmp" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

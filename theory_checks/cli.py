@@ -35,10 +35,12 @@ def selected_names(only: str | None) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from linssl.io import write_json
+    from linssl.io import check_output_path, write_json
     from theory_checks import CHECKS, format_table, report, run_checks
 
     names = selected_names(args.only)
+    if args.json:
+        check_output_path(args.json)
     if args.list:
         for name, check in CHECKS.items():
             print(f"{name:<12} {(check.__doc__ or '').strip().splitlines()[0]}")

@@ -84,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     if args.run is not None:
         read_run(args.run)  # a bad RUN_DIR fails before minutes of computing
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise LinsslError(f"--out {out} is a file; give a folder for the figures")
     total = time.perf_counter()
     for name in names:
         fig_def = FIGURES[name]
