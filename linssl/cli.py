@@ -13,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from linssl import __version__
 from linssl.errors import LinsslError
 
 #: subcommand -> (module, one-line help)
@@ -57,21 +58,26 @@ def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
 
 def command_main(module_name: str, prog: str, argv: Sequence[str] | None = None) -> int:
     """Entry point for ``python -m <module>``: parse with the module's flags and run it."""
-    module = importlib.import_module(module_name)
-    parser = OneLineParser(prog=prog, description=(module.__doc__ or "").strip().splitlines()[0])
-    module.configure(parser)
-    args = parser.parse_args(argv)
+    try:  # importing torch takes a second or two: Ctrl-C there is an interruption too, not a traceback
+        module = importlib.import_module(module_name)
+        parser = OneLineParser(prog=prog, description=(module.__doc__ or "").strip().splitlines()[0])
+        module.configure(parser)
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return 130
     return run_guarded(module.run, args, prog)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = OneLineParser(prog="linssl", description="linssl: non-contrastive SSL theory and practice")
+    top.add_argument("--version", action="version", version=f"linssl {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    if not argv or argv[0] in ("-h", "--help", "--version") or argv[0] not in COMMANDS:
         top.parse_args(argv)  # prints help, or a one-line error for an unknown command
         return 0
     name = argv[0]

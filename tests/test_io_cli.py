@@ -72,3 +72,11 @@ def test_a_prefix_of_a_flag_is_not_taken_for_the_flag(capsys):
         command_main("linssl.simulate", "linssl simulate", ["--aug-var", "0.2,6", "--out", "1"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "unrecognized arguments: --out 1" in err
+
+
+def test_linssl_version():
+    from linssl import __version__
+
+    argv = [sys.executable, "-m", "linssl.cli", "--version"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"linssl {__version__}"
