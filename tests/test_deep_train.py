@@ -250,6 +250,13 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     assert not list(Path(cfg.out).glob(".checkpoint.pt.*"))  # no temporary file left behind
 
 
+def test_eigh_of_a_diverged_f_hat_is_the_divergence_error(tmp_path):
+    """DirectPred decomposes F̂ before the loss is seen: a NaN F̂ there is the same one-line divergence,
+    and before the first checkpoint it does not promise one."""
+    with pytest.raises(DivergenceError, match="F̂ became NaN/inf in epoch 1.*no checkpoint"):
+        train(tiny(tmp_path, lr=1e10, predictor="directpred"))
+
+
 def test_target_tracks_online_with_ema_during_training(tmp_path):
     result = train(tiny(tmp_path, ema=0.0))  # m = 0: the target equals the online network after each step
     online = list(result.online.backbone.parameters()) + list(result.online.projector.parameters())
@@ -291,6 +298,11 @@ def test_deep_eval_on_interrupted_and_finished_runs(tmp_path, capsys):
     updated = json.loads((run / "summary.json").read_text())
     assert updated["linear_top1"] == summary["linear_top1"]  # same weights, same seeded probe
     assert "interrupted" in capsys.readouterr().out
+    # other settings: eval.json says which (k clipped to the 1437 train images), summary.json stays the run's
+    assert cli_main(["deep-eval", str(run), "--knn-k", "100000", "--probe-epochs", "2"]) == 0
+    report = json.loads((run / "eval.json").read_text())
+    assert report["knn_k"] == 1437 and report["probe_epochs"] == 2 and report["finished"]
+    assert json.loads((run / "summary.json").read_text()) == updated
 
 
 def test_cli_train_with_toml_config_flags_override(tmp_path):
@@ -322,10 +334,21 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         "cuda without gpu": ["--device", "cuda"] if not torch.cuda.is_available() else ["--lr", "-1"],
         "negative projector": ["--proj-dim", "-5"],
         "zero projector hidden": ["--proj-hidden", "0"],
+        "momentum 1": ["--momentum", "1"],
+        "zero temperature": ["--knn-t", "0"],
+        "negative seed": ["--seed", "-1"],
+        "huge seed": ["--seed", str(2**64)],
     }
-    bad_toml = tmp_path / "bad.toml"
-    bad_toml.write_text('dataset = "digits"\nlearning_rate = 0.1\n')
-    cases["unknown toml key"] = ["--config", str(bad_toml)]
+    for name, text in {"unknown toml key": "learning_rate = 0.1", "string lr": 'lr = "0.1"',
+                       "fractional epochs": "epochs = 1.5", "boolean epochs": "epochs = true",
+                       "one crop number": "crop_scale = [0.5]", "string amp": 'amp = "yes"'}.items():
+        bad_toml = tmp_path / f"{name.replace(' ', '_')}.toml"
+        bad_toml.write_text(f'dataset = "digits"\n{text}\n')
+        cases[name] = ["--config", str(bad_toml)]
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "config.json").write_text("{bad")
+    cases["corrupt config.json"] = ["--resume", "--out", str(corrupt)]
     for name, extra in cases.items():
         code, err = _exit_code_and_error(["deep-train", *flags, *extra], capsys)
         assert code == 2, name

@@ -1,7 +1,8 @@
 """Linear probe and kNN on the backbone of a finished or interrupted deep-train run.
 
-Reads RUN_DIR/checkpoint.pt (weights and resolved config), writes RUN_DIR/eval.json and, if the run
-finished (summary.json exists), updates its linear_top1 / knn_top1 fields.
+Reads RUN_DIR/checkpoint.pt (weights and resolved config), writes RUN_DIR/eval.json (with the k and
+probe epochs used) and, if the run finished (summary.json exists) and was evaluated with its own
+settings, updates summary.json's linear_top1 / knn_top1 fields; --knn-k / --probe-epochs leave it alone.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
               "epochs": cfg.epochs, "finished": finished, **result}
     write_json(run_dir / "eval.json", report)
     summary_path = run_dir / "summary.json"
-    if finished and summary_path.is_file():
+    own_settings = args.knn_k is None and args.probe_epochs is None
+    if finished and summary_path.is_file() and own_settings:
         try:
             summary = json.loads(summary_path.read_text())
         except json.JSONDecodeError as exc:

@@ -116,7 +116,14 @@ def merged_config(args: argparse.Namespace):
         saved = Path(out) / "config.json"
         if not saved.is_file():
             raise LinsslError(f"no run to resume in {out} (config.json missing); start it without --resume")
-        values.update(json.loads(saved.read_text()))
+        try:
+            saved_values = json.loads(saved.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LinsslError(f"{saved} is not valid JSON ({exc}); restore it (checkpoint.pt holds the same "
+                              "settings under 'config') or start a new run") from None
+        if not isinstance(saved_values, dict):
+            raise LinsslError(f"{saved} does not hold a run's settings (a JSON object)")
+        values.update(saved_values)
     config_from_dict(from_file, args.config or "config")  # unknown keys raise, naming the file
     values.update({k.replace("-", "_"): v for k, v in from_file.items()})
     values.update(given)

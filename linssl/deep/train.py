@@ -23,6 +23,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from linssl.deep.models import (
     mlp,
     symmetric_loss,
 )
-from linssl.errors import DivergenceError, LinsslError
+from linssl.errors import DivergenceError, LinsslError, check_number, check_seed
 from linssl.io import atomic_write, to_jsonable, write_json
 
 DIRECT_PREDICTORS = ("directcopy", "directpred", "directset")
@@ -125,6 +126,7 @@ class DeepConfig:
 
     def resolve(self) -> DeepConfig:
         """Check every value (``LinsslError``) and fill the defaults that depend on other fields."""
+        _check_field_types(self)
         datasets.get_spec(self.dataset)
         if not self.out:
             raise LinsslError("give the run folder with --out RUN_DIR")
@@ -138,14 +140,13 @@ class DeepConfig:
         for name in positive_ints:
             if int(getattr(self, name)) < 1:
                 raise LinsslError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "wd", "momentum", "warmup_epochs", "knn_t"):
-            value = float(getattr(self, name))
-            if not (math.isfinite(value) and value >= 0):
-                raise LinsslError(f"--{name.replace('_', '-')} must be a non-negative number, got {value}")
-        if self.probe_wd is not None and not (math.isfinite(self.probe_wd) and self.probe_wd >= 0):
-            raise LinsslError(f"--probe-wd must be a non-negative number, got {self.probe_wd}")
-        if self.lr <= 0:
-            raise LinsslError(f"--lr must be positive, got {self.lr}")
+        for name in ("lr", "knn_t"):
+            check_number(f"--{name.replace('_', '-')}", getattr(self, name))
+        for name in ("wd", "momentum", "warmup_epochs", "probe_wd"):
+            check_number(f"--{name.replace('_', '-')}", getattr(self, name), inclusive=True)
+        if self.momentum >= 1:
+            raise LinsslError(f"--momentum must be below 1, got {self.momentum}")
+        check_seed("--seed", self.seed)
         if not 0.0 <= self.ema <= 1.0:
             raise LinsslError(f"--ema must be in [0, 1], got {self.ema}")
         if not 0.0 <= self.rho < 1.0:
@@ -179,6 +180,30 @@ class DeepConfig:
         return resolved
 
 
+#: what each annotation of a DeepConfig field accepts (the TOML / config.json path has no argparse types)
+_FIELD_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "tuple[float, float]": ("two numbers", lambda v: isinstance(v, (tuple, list)) and len(v) == 2
+                            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)),
+}
+
+
+def _check_field_types(cfg: DeepConfig, where: str = "") -> None:
+    """A one-line error for a value of the wrong type (``epochs = "abc"`` or ``1.5`` in a TOML file)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        kind, _, optional = str(f.type).partition(" | ")
+        if value is None and optional == "None":
+            continue
+        what, accepts = _FIELD_KINDS[kind]
+        if not accepts(value):
+            place = f" in {where}" if where else ""
+            raise LinsslError(f"{f.name} (--{f.name.replace('_', '-')}){place} must be {what}, got {value!r}")
+
+
 def head_config(cfg: DeepConfig) -> HeadConfig:
     return HeadConfig(alpha=cfg.alpha, norm=cfg.norm or "spectral", eps=0.01 if cfg.eps is None else cfg.eps,
                       rho=cfg.rho, freq=cfg.freq, hidden_dim=cfg.pred_hidden)
@@ -196,8 +221,10 @@ def config_from_dict(values: dict[str, Any], where: str) -> DeepConfig:
         name = key.replace("-", "_")
         if name not in known:
             raise LinsslError(f"unknown key {key!r} in {where}; known keys: {', '.join(sorted(known))}")
-        clean[name] = tuple(value) if name == "crop_scale" and value is not None else value
-    return DeepConfig(**clean)
+        clean[name] = tuple(value) if name == "crop_scale" and isinstance(value, list) else value
+    cfg = DeepConfig(**clean)
+    _check_field_types(cfg, where)  # a file's values, even those a flag overrides later
+    return cfg
 
 
 # --------------------------------------------------------------------------- schedules and small math
@@ -397,7 +424,9 @@ def evaluate_backbone(
     backbone.train(was_training)
     out: dict[str, Any] = {
         "knn_top1": evaluate.knn_top1(train_x, train_y, test_x, test_y, k=cfg.knn_k, temperature=cfg.knn_t,
-                                      num_classes=num_classes, device=device)
+                                      num_classes=num_classes, device=device),
+        "knn_k": min(cfg.knn_k, train_x.shape[0]),  # as used: clipped to the train size
+        "knn_t": cfg.knn_t,
     }
     if probe:
         chosen = {} if cfg.probe_wd is None else {"weight_decays": (cfg.probe_wd,)}
@@ -564,7 +593,10 @@ def train(cfg: DeepConfig, resume: bool = False, stop_after_epochs: int | None =
         writer = _tensorboard(s.run_dir) if ranks.main else None
         stop_at = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, s.epoch + stop_after_epochs)
         while s.epoch < stop_at:
-            stats = train_one_epoch(s)
+            try:
+                stats = train_one_epoch(s)
+            except torch.linalg.LinAlgError:  # DirectPred's eigh of a non-finite F̂, before the loss is seen
+                raise _diverged(s, "F̂ became NaN/inf") from None
             if ranks.main:
                 line = end_of_epoch(s, stats)
                 if cfg.progress:
@@ -768,10 +800,16 @@ def _mean_images_per_second(metrics: list[dict[str, Any]]) -> float | None:
 
 def _stop_if_nonfinite(nonfinite: Tensor, s: Session) -> None:
     if bool(nonfinite):
-        raise DivergenceError(
-            f"the loss became NaN/inf in epoch {s.epoch + 1} (by step {s.step}); lower --lr (the last good "
-            f"checkpoint in {s.run_dir} is kept; --resume continues from it)"
-        )
+        raise _diverged(s, "the loss became NaN/inf")
+
+
+def _diverged(s: Session, what: str) -> DivergenceError:
+    """The one-line divergence error: where, what to change, and what is left of the run."""
+    if (s.run_dir / CHECKPOINT).is_file():
+        left = f"the last good checkpoint in {s.run_dir} is kept; --resume continues from it"
+    else:
+        left = "no epoch finished, so there is no checkpoint: start again with a lower --lr"
+    return DivergenceError(f"{what} in epoch {s.epoch + 1} (by step {s.step}); lower --lr ({left})")
 
 
 def _progress(cfg: DeepConfig, ranks: Ranks, total: int, epoch: int):
