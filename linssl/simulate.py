@@ -424,14 +424,17 @@ def format_table(result: SimulationResult) -> str:
         lines.append(f"{i:>7} {_num(f.data_var):>9} {_num(f.aug_var):>9} {_yn(f.kept_predicted):>14} "
                      f"{_yn(f.kept_simulated):>11} {_num(f.gain_sq_predicted, 6):>15} "
                      f"{f.gain_sq_simulated:>12.6g}{flag}")
-    lines += ["",
-              (f"threshold: features with aug var <= {result.threshold_aug_var:.4g} are kept "
-               if result.threshold_aug_var >= 0 else "threshold: no feature is kept at this weight decay ")
-              + "(unit data var; λ² >= 4η(λ + σ²))",
-              f"alignment (max off-diagonal of UᵀWᵀWU / max diagonal): {result.alignment_offdiag:.2e}"
-              + (" (W collapsed: not meaningful)" if math.isnan(result.alignment_offdiag) else ""),
-              f"projection error ‖P_learned − P_kept‖_F: {result.projection_error:.2e}",
-              f"converged: {'yes' if result.converged else 'no'} at t = {result.trajectory.info['t_final']:.4g}",
+    compared = any(f.gain_sq_predicted is not None for f in result.features)  # else: no closed form applies
+    lines.append("")
+    if compared:
+        lines.append((f"threshold: features with aug var <= {result.threshold_aug_var:.4g} are kept "
+                      if result.threshold_aug_var >= 0 else "threshold: no feature is kept at this weight decay ")
+                     + "(unit data var; λ² >= 4η(λ + σ²))")
+    lines.append(f"alignment (max off-diagonal of UᵀWᵀWU / max diagonal): {result.alignment_offdiag:.2e}"
+                 + (" (W collapsed: not meaningful)" if math.isnan(result.alignment_offdiag) else ""))
+    if compared:
+        lines.append(f"projection error ‖P_learned − P_kept‖_F: {result.projection_error:.2e}")
+    lines += [f"converged: {'yes' if result.converged else 'no'} at t = {result.trajectory.info['t_final']:.4g}",
               result.verdict]
     return "\n".join(lines)
 

@@ -257,6 +257,26 @@ def test_eigh_of_a_diverged_f_hat_is_the_divergence_error(tmp_path):
         train(tiny(tmp_path, lr=1e10, predictor="directpred"))
 
 
+def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    """An interrupt mid-run: exit 130 and the --resume command when a checkpoint exists, else no promise."""
+    flags = tiny_flags(tmp_path)
+    real_epoch = train_mod.train_one_epoch
+    calls = {"n": 0}
+
+    def interrupted_second_epoch(s):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(s)
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", interrupted_second_epoch)
+    code, err = _exit_code_and_error(["deep-train", *flags, "--epochs", "3"], capsys)
+    assert code == 130 and err.count("\n") == 1 and "deep-train --resume --out" in err
+    calls["n"] = 1  # the next call is the interrupted one: before any checkpoint
+    code, err = _exit_code_and_error(["deep-train", *flags, "--out", str(tmp_path / "fresh")], capsys)
+    assert code == 130 and "nothing to resume" in err
+
+
 def test_target_tracks_online_with_ema_during_training(tmp_path):
     result = train(tiny(tmp_path, ema=0.0))  # m = 0: the target equals the online network after each step
     online = list(result.online.backbone.parameters()) + list(result.online.projector.parameters())

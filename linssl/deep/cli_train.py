@@ -8,6 +8,7 @@ underscores), and the flags given on the command line.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -134,12 +135,21 @@ def merged_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from linssl.deep.train import train
+    from linssl.deep.train import CHECKPOINT, train
 
     if args.stop_after_epochs is not None and args.stop_after_epochs < 1:
         raise LinsslError(f"--stop-after-epochs must be >= 1, got {args.stop_after_epochs}")
     cfg = merged_config(args)
-    result = train(cfg, resume=args.resume, stop_after_epochs=args.stop_after_epochs)
+    try:
+        result = train(cfg, resume=args.resume, stop_after_epochs=args.stop_after_epochs)
+    except KeyboardInterrupt:
+        if (Path(cfg.out) / CHECKPOINT).is_file():
+            where = f"the last checkpoint is kept; continue with: linssl deep-train --resume --out {cfg.out}"
+        else:
+            where = "no epoch had finished, so there is nothing to resume"
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank gets the interrupt; one reports
+            sys.stderr.write(f"linssl deep-train: interrupted ({where})\n")
+        return 130
     if result.summary is not None:
         s = result.summary
         print(f"{s['dataset']} {s['predictor']} {s['epochs']} epochs: linear top-1 {s['linear_top1']:.4f}, "
