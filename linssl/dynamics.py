@@ -281,7 +281,7 @@ def integrate_flow(
     final = snaps[-1]
     _check_finite(final, f"t = {times[-1]:.3g}", "try a smaller --init-scale")
     speed = float(np.max(np.abs(problem.velocity(final).pack())))
-    collapsed = final.max_abs() <= 10 * atol
+    collapsed = bool(sol.t_events[0].size) and final.max_abs() <= 10 * atol  # stopped on the way down to 0
     return Trajectory(np.asarray(times), snaps, final, speed < 10 * conv_tol or collapsed, counter["evals"],
                       {"t_final": times[-1], "max_speed": speed})
 
