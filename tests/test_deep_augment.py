@@ -144,6 +144,37 @@ def test_brightness_scales_and_hue_round_trip():
     torch.testing.assert_close(augment.hsv_to_rgb(augment.rgb_to_hsv(x)), x, atol=1e-6, rtol=0)
 
 
+def test_random_jitter_order_applies_each_samples_own_permutation():
+    """order[i] = (2, 0, 3, 1) means saturation, brightness, hue, contrast for sample i: the batched
+    result equals the four fixed-order single operations applied to that image in that order."""
+    import itertools
+
+    perms = list(itertools.permutations(range(4)))
+    x = torch.rand(len(perms), 3, 6, 6, generator=_gen(11))
+    factors = torch.tensor([[1.3, 0.6, 1.4, 0.15]]).expand(len(perms), 4)
+    order = torch.tensor(perms)
+    out = augment.color_jitter(x, factors, order)
+    identity = [1.0, 1.0, 1.0, 0.0]
+    for i, perm in enumerate(perms):
+        expected = x[i:i + 1]
+        for j in perm:  # one operation at a time: the others at their identity factor
+            single = torch.tensor([identity[:j] + [factors[0, j].item()] + identity[j + 1:]])
+            expected = augment.color_jitter(expected, single, active=tuple(k == j for k in range(4)))
+        torch.testing.assert_close(out[i:i + 1], expected, atol=1e-6, rtol=0)  # float32 rounding only
+    # the order matters here (brightness clips before or after contrast): not all 24 agree
+    assert not all(torch.allclose(out[0], out[k], atol=1e-3) for k in range(1, len(perms)))
+
+
+def test_jitter_orders_are_uniform_over_permutations():
+    """argsort of four uniforms: each of the 24 orders has probability 1/24."""
+    u = torch.rand(24_000, augment.NUM_DRAWS, generator=_gen(12), dtype=torch.float64)
+    order = torch.argsort(u[:, augment._ORDER], dim=1)
+    codes = (order * torch.tensor([64, 16, 4, 1])).sum(1)
+    counts = torch.unique(codes, return_counts=True)[1]
+    # 1000 expected per order, sd ≈ 31: 6 sd either side
+    assert counts.numel() == 24 and counts.min() > 810 and counts.max() < 1190
+
+
 def test_hue_rotation_and_saturation():
     red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, 2, 2)
     green = augment.color_jitter(red, torch.tensor([[1.0, 1.0, 1.0, 1 / 3]]))

@@ -228,6 +228,24 @@ def test_resume_on_fewer_gpus_restores_the_rng_of_those_it_has(monkeypatch):
     assert restored == [(0, 0)]
 
 
+def test_a_run_saved_before_jitter_order_existed_resumes_with_the_fixed_order(tmp_path):
+    """Older runs jittered in the fixed order and saved no jitter_order: --resume keeps that order, and a
+    different one is refused like any other changed setting."""
+    cfg = tiny(tmp_path, epochs=2, jitter_order="fixed")
+    train(cfg, stop_after_epochs=1)
+    run = Path(cfg.out)
+    config = json.loads((run / "config.json").read_text())
+    del config["jitter_order"]
+    (run / "config.json").write_text(json.dumps(config))
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
+    del checkpoint["config"]["jitter_order"]
+    torch.save(checkpoint, run / "checkpoint.pt")
+    with pytest.raises(LinsslError, match="jitter_order = 'fixed'"):
+        train(tiny(tmp_path, epochs=2), resume=True)  # the new default, random
+    assert cli_main(["deep-train", "--resume", "--out", str(run), "--no-progress"]) == 0
+    assert json.loads((run / "config.json").read_text())["jitter_order"] == "fixed"
+
+
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     cfg = tiny(tmp_path, epochs=3)
     train(cfg, stop_after_epochs=1)

@@ -5,16 +5,17 @@ One call augments a whole batch with per-sample randomness drawn in one go (no l
 1. random resized crop + horizontal flip as one affine grid per sample (``F.affine_grid`` +
    ``F.grid_sample``, bilinear): output pixel (x, y) in [-1, 1]² reads input
    (f·w·x + c_x, h·y + c_y), w, h the crop's width/height fractions, f = ±1 the flip;
-2. colour jitter with probability ``jitter_p``, in the fixed order brightness, contrast, saturation,
-   hue (torchvision's factors: b ~ U[1−β, 1+β] multiplies; contrast/saturation blend with the mean
-   grey level / the grey image; hue shifts H of HSV by U[−δ, δ]);
+2. colour jitter with probability ``jitter_p``: brightness, contrast, saturation, hue in a random
+   order per sample (as torchvision's ColorJitter and BYOL; ``jitter_order="fixed"`` keeps that order)
+   with torchvision's factors: b ~ U[1−β, 1+β] multiplies; contrast/saturation blend with the mean
+   grey level / the grey image; hue shifts H of HSV by U[−δ, δ];
 3. grayscale with probability ``gray_p`` (luma 0.299 R + 0.587 G + 0.114 B);
 4. Gaussian blur with probability ``blur_p``, σ ~ U[σ_min, σ_max] per sample, separable,
    reflect-padded, as a grouped convolution with one kernel per sample;
 5. normalisation (x − mean) / std.
 
 Colour operations are skipped for 1-channel images except brightness and contrast. Randomness is
-drawn on the CPU from ``generator`` (one ``torch.rand(B, 31)``; row i drives sample i) and moved to
+drawn on the CPU from ``generator`` (one ``torch.rand(B, 35)``; row i drives sample i) and moved to
 the images' device, so a seed gives the same views on any device up to float rounding.
 """
 
@@ -41,7 +42,9 @@ _JITTER = slice(_JITTER_P + 1, _JITTER_P + 5)
 _GRAY = _JITTER_P + 5
 _BLUR_P = _GRAY + 1
 _SIGMA = _BLUR_P + 1
-NUM_DRAWS = _SIGMA + 1
+_ORDER = slice(_SIGMA + 1, _SIGMA + 5)  # their ranks give the jitter order
+NUM_DRAWS = _SIGMA + 5
+JITTER_ORDERS = ("random", "fixed")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class AugmentConfig:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     blur_kernel: int = 0
+    jitter_order: str = "random"
 
     def __post_init__(self) -> None:
         lo, hi = self.crop_scale
@@ -80,6 +84,8 @@ class AugmentConfig:
             raise LinsslError(f"blur sigma must satisfy 0 < min <= max, got {self.blur_sigma}")
         if len(self.mean) != len(self.std) or min(self.std) <= 0:
             raise LinsslError(f"mean/std must have equal lengths and positive std, got {self.mean}, {self.std}")
+        if self.jitter_order not in JITTER_ORDERS:
+            raise LinsslError(f"jitter order must be one of {', '.join(JITTER_ORDERS)}, got {self.jitter_order!r}")
         if self.blur_kernel < 0 or (self.blur_kernel and self.blur_kernel % 2 == 0):
             raise LinsslError(f"blur kernel must be odd (or 0 for automatic), got {self.blur_kernel}")
 
@@ -215,21 +221,52 @@ def hsv_to_rgb(images: torch.Tensor) -> torch.Tensor:
     return table.gather(1, index).squeeze(1).transpose(0, 1)
 
 
-def color_jitter(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+def _brightness(x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (x * b).clamp_(0, 1)
+
+
+def _contrast(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    gray = grayscale(x) if x.shape[1] == 3 else x
+    return (c * x + (1 - c) * gray.mean(dim=(1, 2, 3), keepdim=True)).clamp_(0, 1)
+
+
+def _saturation(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    return (s * x + (1 - s) * grayscale(x)).clamp_(0, 1) if x.shape[1] == 3 else x
+
+
+def _hue(x: torch.Tensor, dh: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] != 3:
+        return x
+    hsv = rgb_to_hsv(x)
+    hsv = torch.cat([torch.remainder(hsv[:, :1] + dh, 1.0), hsv[:, 1:]], dim=1)
+    return hsv_to_rgb(hsv).clamp_(0, 1)
+
+
+_JITTER_OPS = (_brightness, _contrast, _saturation, _hue)
+
+
+def color_jitter(images: torch.Tensor, factors: torch.Tensor, order: torch.Tensor | None = None,
+                 active: tuple[bool, bool, bool, bool] = (True, True, True, True)) -> torch.Tensor:
     """Brightness, contrast, saturation, hue with per-sample ``factors`` (B, 4) = (b, c, s, Δh).
 
     x ← clip(b·x); x ← clip(c·x + (1 − c)·mean(gray(x))); x ← clip(s·x + (1 − s)·gray(x));
     hue ← hue + Δh (mod 1). Saturation and hue need 3 channels and are skipped otherwise.
+    ``order`` (B, 4): sample i applies operation order[i, k] k-th (a permutation of 0..3; None: 0, 1, 2, 3).
+    ``active[j]`` False skips operation j (strength 0: the identity), for speed.
     """
-    b, c, s, dh = (f.view(-1, 1, 1, 1) for f in factors.to(images.device, images.dtype).unbind(1))
-    x = (images * b).clamp_(0, 1)
-    gray = grayscale(x) if x.shape[1] == 3 else x
-    x = (c * x + (1 - c) * gray.mean(dim=(1, 2, 3), keepdim=True)).clamp_(0, 1)
-    if x.shape[1] == 3:
-        x = (s * x + (1 - s) * grayscale(x)).clamp_(0, 1)
-        hsv = rgb_to_hsv(x)
-        hsv = torch.cat([torch.remainder(hsv[:, :1] + dh, 1.0), hsv[:, 1:]], dim=1)
-        x = hsv_to_rgb(hsv).clamp_(0, 1)
+    fs = [f.view(-1, 1, 1, 1) for f in factors.to(images.device, images.dtype).unbind(1)]
+    ops = [(j, op, f) for j, (op, f, on) in enumerate(zip(_JITTER_OPS, fs, active, strict=True)) if on]
+    x = images
+    if order is None:
+        for _, op, f in ops:
+            x = op(x, f)
+        return x
+    for slot in range(4):  # every active operation on every sample, kept where it is this slot's
+        which = order[:, slot].to(x.device).view(-1, 1, 1, 1)
+        out = x
+        for j, op, f in ops:
+            out = torch.where(which == j, op(x, f), out)
+        x = out
     return x
 
 
@@ -292,7 +329,9 @@ class BatchAugment(torch.nn.Module):
             return (u[:, column] < p).to(x.device).view(-1, 1, 1, 1)
 
         if cfg.jitter_p > 0 and any(cfg.jitter):
-            jittered = color_jitter(x, jitter_factors(u[:, _JITTER], cfg.jitter))
+            order = torch.argsort(u[:, _ORDER], dim=1) if cfg.jitter_order == "random" else None
+            active = tuple(strength > 0 for strength in cfg.jitter)
+            jittered = color_jitter(x, jitter_factors(u[:, _JITTER], cfg.jitter), order, active)
             x = torch.where(chosen(_JITTER_P, cfg.jitter_p), jittered, x)
         if channels == 3 and cfg.gray_p > 0:
             x = torch.where(chosen(_GRAY, cfg.gray_p), grayscale(x).expand_as(x), x)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from linssl.deep.augment import JITTER_ORDERS
 from linssl.deep.models import ARCHS, PREDICTOR_HEADS
 from linssl.errors import LinsslError
 
@@ -67,6 +68,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="constant (default) or cosine from m to 1 (BYOL)")
     opt.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                      help="random-resized-crop area range (default: the dataset's preset)")
+    opt.add_argument("--jitter-order", choices=JITTER_ORDERS, default=None,
+                     help="colour jitter order: random per image (default, as torchvision/BYOL) or fixed b, c, s, h")
     run = parser.add_argument_group("execution")
     run.add_argument("--device", choices=DEVICES, default=None, help="auto (default: cuda if present), cpu, cuda")
     run.add_argument("--amp", action=flag, default=None, help="bf16 autocast")
@@ -105,7 +108,7 @@ def merged_config(args: argparse.Namespace):
     """Defaults < RUN_DIR/config.json (with --resume) < --config TOML < flags."""
     import json
 
-    from linssl.deep.train import config_fields, config_from_dict
+    from linssl.deep.train import LEGACY_DEFAULTS, config_fields, config_from_dict
 
     given = {name: getattr(args, name) for name in config_fields() if getattr(args, name, None) is not None}
     from_file = read_toml(args.config) if args.config else {}
@@ -124,7 +127,7 @@ def merged_config(args: argparse.Namespace):
                               "settings under 'config') or start a new run") from None
         if not isinstance(saved_values, dict):
             raise LinsslError(f"{saved} does not hold a run's settings (a JSON object)")
-        values.update(saved_values)
+        values.update({**LEGACY_DEFAULTS, **saved_values})  # a run saved before a setting existed keeps its value
     config_from_dict(from_file, args.config or "config")  # unknown keys raise, naming the file
     values.update({k.replace("-", "_"): v for k, v in from_file.items()})
     values.update(given)

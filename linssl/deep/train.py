@@ -66,7 +66,10 @@ ARCHITECTURE_FIELDS = ("dataset", "arch", "stem", "width", "predictor", "project
 #: Fields that shape the schedules and the predictor of a run: changing one on --resume would silently
 #: bend the lr / EMA schedules (or the predictor rule) mid-run, so resume refuses it too.
 SCHEDULE_FIELDS = ("alpha", "norm", "eps", "rho", "freq", "epochs", "batch_size", "lr", "momentum", "wd", "optimizer",
-                   "lr_schedule", "warmup_epochs", "exclude_bn_bias_wd", "ema", "ema_schedule", "crop_scale", "seed")
+                   "lr_schedule", "warmup_epochs", "exclude_bn_bias_wd", "ema", "ema_schedule", "crop_scale",
+                   "jitter_order", "seed")
+#: settings added since older runs were saved, with the value those runs used (--resume keeps it)
+LEGACY_DEFAULTS: dict[str, Any] = {"jitter_order": "fixed"}
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class DeepConfig:
     ema: float = 0.996
     ema_schedule: str = "constant"
     crop_scale: tuple[float, float] | None = None
+    jitter_order: str = "random"
     device: str = "auto"
     amp: bool = False
     compile: bool = False
@@ -131,7 +135,8 @@ class DeepConfig:
         if not self.out:
             raise LinsslError("give the run folder with --out RUN_DIR")
         choices = {"arch": ARCHS, "stem": STEMS, "predictor": tuple(PREDICTOR_HEADS), "projector": tuple(PROJECTORS),
-                   "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES, "ema_schedule": SCHEDULES, "device": DEVICES}
+                   "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES, "ema_schedule": SCHEDULES, "device": DEVICES,
+                   "jitter_order": augment_mod.JITTER_ORDERS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 flag = "--" + name.replace("_", "-")
@@ -295,7 +300,7 @@ def build_online(cfg: DeepConfig, channels: int) -> OnlineNetwork:
 
 
 def augment_config(cfg: DeepConfig) -> augment_mod.AugmentConfig:
-    aug = augment_mod.preset(cfg.dataset)
+    aug = dataclasses.replace(augment_mod.preset(cfg.dataset), jitter_order=cfg.jitter_order)
     return aug if cfg.crop_scale is None else dataclasses.replace(aug, crop_scale=tuple(cfg.crop_scale))
 
 
@@ -494,6 +499,7 @@ def load_checkpoint(path: Path, hint: str = "start the run without --resume") ->
 
 
 def check_resumable(saved: dict[str, Any], cfg: DeepConfig) -> None:
+    saved = {**LEGACY_DEFAULTS, **saved}
     for name in ARCHITECTURE_FIELDS + SCHEDULE_FIELDS:
         if name in saved and _comparable(saved[name]) != _comparable(getattr(cfg, name)):
             raise LinsslError(f"checkpoint was trained with {name} = {saved.get(name)!r}, not "
