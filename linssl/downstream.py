@@ -154,7 +154,7 @@ def true_coefficients(model: DataModel, rank: int, outside: float, seed: int = 0
     The basis is Σ-orthonormal (unit data variance), so β*ᵀΣβ* = 1 and the discarded direction
     carries the share f of it.
     """
-    gen = torch.Generator().manual_seed(int(seed) + 7919)
+    gen = torch.Generator().manual_seed((int(seed) + 7919) % 2**63)  # derived seeds stay in range
     g = torch.randn(rank, generator=gen, dtype=DTYPE)
     beta = math.sqrt(1 - outside) * (model.basis[:, :rank] @ (g / g.norm()))
     if outside > 0:
@@ -501,7 +501,7 @@ def _curves(config: SampleComplexityConfig) -> SampleComplexityResult:
     identity = torch.allclose(cov, torch.eye(config.dim, dtype=DTYPE), atol=1e-12)
     root = None if identity else torch.linalg.cholesky(cov).mT  # rows of g @ root have covariance Σ
     for n in sizes:
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + n)
+        gen = torch.Generator().manual_seed((config.seed * 1_000_003 + n) % 2**63)
         x = torch.randn(config.seeds, n, config.dim, generator=gen, dtype=DTYPE)
         x = x if root is None else x @ root
         y = x @ beta + config.noise * torch.randn(config.seeds, n, generator=gen, dtype=DTYPE)

@@ -268,6 +268,11 @@ def integrate_flow(
     settled.direction = -1  # type: ignore[attr-defined]
 
     y0 = state.pack()
+    speed0 = float(np.max(np.abs(rhs(0.0, y0))))
+    if speed0 < conv_tol:  # settled already (the event only fires on a downward crossing)
+        start = state.clone()
+        return Trajectory(np.asarray([0.0]), [start], start, True, counter["evals"],
+                          {"t_final": 0.0, "max_speed": speed0})
     t_eval = np.unique(np.concatenate([[0.0], np.geomspace(min(1e-2, t_max), t_max, max(n_records - 1, 2))]))
     with np.errstate(all="ignore"):
         sol = solve_ivp(rhs, (0.0, t_max), y0, method=method, t_eval=t_eval, rtol=rtol, atol=atol, events=settled)

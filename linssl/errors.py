@@ -5,6 +5,7 @@ Anything a user can cause (bad flag values, missing data files, a diverging run)
 """
 
 import math
+import numbers
 
 
 class LinsslError(Exception):
@@ -24,7 +25,10 @@ def check_number(flag: str, value: float | None, *, low: float = 0.0, inclusive:
     ``inclusive``); None (a default to be filled in later) passes."""
     if value is None:
         return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    try:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        ok = False
     if not (ok and (value >= low if inclusive else value > low)):
         if inclusive:
             bound = f"a finite number >= {low:g}"
@@ -35,5 +39,5 @@ def check_number(flag: str, value: float | None, *, low: float = 0.0, inclusive:
 
 def check_seed(flag: str, seed: int) -> None:
     """Seeds are integers in [0, 2**63 − 1]."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
         raise LinsslError(f"{flag} must be an integer in [0, 2**63 - 1], got {seed!r}")

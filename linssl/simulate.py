@@ -43,6 +43,9 @@ NEAR_THRESHOLD = 0.1
 #: largest input dimension d: every step of the flow eigendecomposes a d×d matrix
 MAX_DIM = 1024
 
+#: smallest --rtol: scipy's solve_ivp raises anything below 100 × float64 epsilon to it, with a warning
+MIN_RTOL = 100 * float(np.finfo(np.float64).eps)
+
 
 @dataclass(frozen=True)
 class SimConfig:
@@ -82,7 +85,8 @@ class SimConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise LinsslError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        positive = {"--wd": self.wd, "--target-scale": self.target_scale, "--rtol": self.rtol,
+        check_number("--rtol", self.rtol, low=MIN_RTOL, inclusive=True)
+        positive = {"--wd": self.wd, "--target-scale": self.target_scale,
                     "--conv-tol": self.conv_tol, "--init-scale": self.init_scale, "--ema": self.ema,
                     "--pred-lr": self.pred_lr, "--lr": self.lr, "--time": self.time}
         for flag, value in positive.items():
@@ -193,15 +197,15 @@ def integrate(config: SimConfig, problem: Problem, model: DataModel, progress: b
     """Run the configured integrator from the seeded initial state.
 
     Under the Frobenius-normalised direct predictor every p_i < 1 whatever the scale of W, so a feature
-    with τλp − (λ + σ²)p² > η grows exponentially for ever: a divergence there is the flow's, and is
-    reported as such instead of with a step-size hint."""
+    with τλp − (λ + σ²)p² > η grows exponentially for ever: a divergence of the flow there is the flow's,
+    and is reported as such instead of with a step-size hint (GD and SGD keep their lr hint)."""
     try:
         return _integrate(config, problem, model, progress)
     except torch.linalg.LinAlgError:
         raise DivergenceError("the run diverged: the predictor's eigendecomposition met non-finite values (a flag "
                               "value beyond what float64 can integrate; try values nearer 1)") from None
     except DivergenceError:
-        if config.rule().kind == "direct" and config.norm == "frobenius":
+        if config.mode == "flow" and config.rule().kind == "direct" and config.norm == "frobenius":
             raise DivergenceError(
                 "the run diverged: ‖W‖ grows without bound under the frobenius-normalised predictor: every p_i < 1, "
                 "so a feature with τλp − (λ + σ²)p² > η grows exponentially — the flow itself, not the step size; "

@@ -80,3 +80,19 @@ def test_linssl_version():
     argv = [sys.executable, "-m", "linssl.cli", "--version"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == f"linssl {__version__}"
+
+
+def test_number_and_seed_checks_take_numpy_scalars_and_refuse_huge_ints():
+    import numpy as np
+
+    from linssl.errors import LinsslError, check_number, check_seed
+
+    check_number("--x", np.float32(0.5))
+    check_number("--x", np.int64(3))
+    check_seed("--seed", np.int64(7))
+    for bad in (10**400, float("inf"), True, "1"):
+        with pytest.raises(LinsslError, match="--x"):
+            check_number("--x", bad)
+    for bad in (-1, 2**63, 1.0, np.float64(2.0)):
+        with pytest.raises(LinsslError, match="--seed"):
+            check_seed("--seed", bad)

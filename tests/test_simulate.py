@@ -267,3 +267,18 @@ def test_output_paths_are_checked_before_the_run(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and "cannot write" in err and ".tmp" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_frobenius_gd_with_a_huge_step_keeps_the_lr_hint():
+    """Only the flow's divergence under Frobenius normalisation is the flow's; a GD step too large is the lr."""
+    from linssl.errors import DivergenceError
+
+    with pytest.raises(DivergenceError, match="smaller --lr"):
+        run_simulation(SimConfig(norm="frobenius", wd=0.3, mode="gd", lr=100.0))
+
+
+def test_a_run_already_slower_than_conv_tol_stops_at_once():
+    """The stop event fires on a downward crossing only: a start below --conv-tol is settled at t = 0
+    (it once ran to --time, so a looser tolerance took longer)."""
+    r = run_simulation(SimConfig(conv_tol=100.0))
+    assert r.converged and r.trajectory.info["t_final"] == 0.0 and r.trajectory.steps == 1

@@ -272,9 +272,10 @@ def color_jitter(images: torch.Tensor, factors: torch.Tensor, order: torch.Tenso
 
 def jitter_factors(u: torch.Tensor, strengths: tuple[float, float, float, float]) -> torch.Tensor:
     """Map uniforms (B, 4) to factors: b, c, s ~ U[max(0, 1 − β), 1 + β], Δh ~ U[−δ, δ]."""
-    lows = torch.tensor([max(0.0, 1 - v) for v in strengths[:3]] + [-strengths[3]], dtype=u.dtype, device=u.device)
-    highs = torch.tensor([1 + v for v in strengths[:3]] + [strengths[3]], dtype=u.dtype, device=u.device)
-    return lows + (highs - lows) * u
+    lows = [max(0.0, 1 - v) for v in strengths[:3]] + [-strengths[3]]
+    highs = [1 + v for v in strengths[:3]] + [strengths[3]]
+    # Python numbers, not a tensor: no host-to-device copy (and no synchronisation) on a GPU
+    return torch.stack([lo + (hi - lo) * u[:, k] for k, (lo, hi) in enumerate(zip(lows, highs, strict=True))], 1)
 
 
 # ---------------------------------------------------------------- blur

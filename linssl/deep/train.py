@@ -5,7 +5,7 @@ One step, for a batch x and a predictor head that keeps F̂ (``linssl.deep.model
     x1, x2 = aug(x), aug(x)                 (batched, on the training device)
     z_i = proj(backbone(x_i));  F̂ ← ρ F̂ + (1 − ρ) mean(z zᵀ) over both views;  W_p = rule(F̂) every freq
     L = (2 − 2cos(W_p z1, sg(z2'))) + (2 − 2cos(W_p z2, sg(z1')))      z' = target projections
-    θ ← optimiser step (SGD or LARS, warm-up + cosine lr);   θ' ← m θ' + (1 − m) θ
+    θ ← optimiser step (SGD or LARS; lr constant or warm-up + cosine);   θ' ← m θ' + (1 − m) θ
 
 Every epoch: kNN monitor, one line of RUN_DIR/metrics.jsonl, an atomic RUN_DIR/checkpoint.pt.
 At the end: linear probe on frozen backbone features, RUN_DIR/summary.json.
@@ -602,7 +602,7 @@ def train(cfg: DeepConfig, resume: bool = False, stop_after_epochs: int | None =
             try:
                 stats = train_one_epoch(s)
             except torch.linalg.LinAlgError:  # DirectPred's eigh of a non-finite F̂, before the loss is seen
-                raise _diverged(s, "F̂ became NaN/inf") from None
+                raise _diverged(s, "the eigendecomposition of F̂ failed (F̂ non-finite or ill-conditioned)") from None
             if ranks.main:
                 line = end_of_epoch(s, stats)
                 if cfg.progress:
