@@ -19,6 +19,7 @@ import dataclasses
 import datetime
 import json
 import math
+import numbers
 import os
 import random
 import sys
@@ -187,12 +188,12 @@ class DeepConfig:
 
 #: what each annotation of a DeepConfig field accepts (the TOML / config.json path has no argparse types)
 _FIELD_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-    "float": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "int": ("an integer", lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)),
+    "float": ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)),
     "bool": ("true or false", lambda v: isinstance(v, bool)),
     "str": ("a string", lambda v: isinstance(v, str)),
     "tuple[float, float]": ("two numbers", lambda v: isinstance(v, (tuple, list)) and len(v) == 2
-                            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)),
+                            and all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in v)),
 }
 
 
