@@ -417,6 +417,8 @@ def integrate_sgd(
     s, Wp = state.clone(), None
     times, snaps, wps = [], [], []
     hint = f"lr {sgd.lr} is too large; try a smaller --lr"
+    if sgd.freq > 1 and rule.kind == "direct":  # a predictor held for many steps can drive W away too
+        hint = f"lr {sgd.lr} is too large or the predictor is held too long (--freq {sgd.freq}); lower either"
     for k in range(sgd.steps):
         x, x1, x2 = sampler(sgd.batch_size, (problem.batch,))
         if rule.kind == "direct":

@@ -282,3 +282,11 @@ def test_a_run_already_slower_than_conv_tol_stops_at_once():
     (it once ran to --time, so a looser tolerance took longer)."""
     r = run_simulation(SimConfig(conv_tol=100.0))
     assert r.converged and r.trajectory.info["t_final"] == 0.0 and r.trajectory.steps == 1
+
+
+def test_sgd_divergence_under_a_held_predictor_names_freq():
+    """--freq beyond the run: W_p is set once and held, W grows along it; the hint names --freq too."""
+    from linssl.errors import DivergenceError
+
+    with pytest.raises(DivergenceError, match="--freq 100000"):
+        run_simulation(SimConfig(mode="sgd", freq=100_000))
