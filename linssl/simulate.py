@@ -355,7 +355,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--wd", type=float, default=0.05, help="weight decay η (default 0.05)")
     p.add_argument("--dim", type=int, help="input dimension d (default: length of --aug-var, else 8)")
     p.add_argument("--aug-var", help="comma list of augmentation variances σ²; its length sets d")
-    p.add_argument("--data-var", default="1", help="comma list (or one value) of data variances λ (default 1)")
+    p.add_argument("--data-var", help="comma list (or one value) of data variances λ (default 1)")
     p.add_argument("--out-dim", type=int, help="output dimension m <= d (default d)")
     p.add_argument("--predictor", choices=PREDICTOR_NAMES, default="directpred")
     p.add_argument("--alpha", type=float, help="DirectSet exponent α (directset only)")
@@ -403,9 +403,14 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     if args.data_cov or args.aug_cov:
         if not (args.data_cov and args.aug_cov):
             raise LinsslError("give both --data-cov and --aug-cov, or neither")
+        given = [flag for flag, value in (("--dim", args.dim), ("--aug-var", args.aug_var),
+                                          ("--data-var", args.data_var)) if value is not None]
+        if given:
+            raise LinsslError(f"{' and '.join(given)} cannot be combined with --data-cov/--aug-cov "
+                              "(the matrices set d and the variances)")
         data_cov, aug_cov = _load_matrix(args.data_cov, "--data-cov"), _load_matrix(args.aug_cov, "--aug-cov")
     return SimConfig(
-        wd=args.wd, aug_var=aug, data_var=parse_float_list(args.data_var, "--data-var"), out_dim=args.out_dim,
+        wd=args.wd, aug_var=aug, data_var=parse_float_list(args.data_var or "1", "--data-var"), out_dim=args.out_dim,
         predictor=args.predictor, alpha=args.alpha, f_source=args.f_source, norm=args.norm, eps=args.eps,
         target=args.target, ema=args.ema, target_scale=args.target_scale, pred_lr=args.pred_lr,
         pred_wd=args.pred_wd, mode=args.mode, time=args.time, steps=args.steps, lr=args.lr, batch=args.batch,

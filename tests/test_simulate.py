@@ -123,6 +123,7 @@ def test_cli_is_the_same_as_linssl_simulate():
         ["--wd", "1e308"],  # float64 overflows inside the eigendecomposition: the divergence error
         ["--init-scale", "1e300"],
         ["--plot", "gains.xyz"],
+        ["--data-cov", "X.npy", "--aug-cov", "Xa.npy", "--dim", "5"],  # the matrices set d: refused, not ignored
     ],
 )
 def test_cli_bad_input_one_line_exit_2_no_output(tmp_path, capsys, args):
