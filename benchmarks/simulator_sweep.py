@@ -12,8 +12,8 @@ on both sides, dominated by the initial transient).
 
 - loop: one ``scipy.integrate.solve_ivp`` per run, plain numpy right-hand side
   (``np.linalg.eigh`` for α ≠ 1);
-- linssl: ``linssl.sweep.sweep_flow`` with its default integrator (``auto`` → ``exponential``: Lawson
-  steps that integrate the stiff frozen-predictor part exactly, per run, ``linssl.exponential``), and,
+- linssl: ``linssl.linear.sweep.sweep_flow`` with its default integrator (``auto`` → ``exponential``: Lawson
+  steps that integrate the stiff frozen-predictor part exactly, per run, ``linssl.linear.exponential``), and,
   for reference, its ``batched`` path (the loop's DOP853 steps, per run, one batched right-hand side)
   and, with ``--shared-step``, its ``solve_ivp`` path (one solve_ivp over the stacked batch, one
   shared step).
@@ -41,10 +41,10 @@ import torch
 from _common import emit, machine, print_table
 from scipy.integrate import solve_ivp
 
-from linssl.data import DataModel, commuting_model
-from linssl.dynamics import DynamicsConfig, Problem, initial_state
+from linssl.linear.data import DataModel, commuting_model
+from linssl.linear.dynamics import DynamicsConfig, Problem, initial_state
+from linssl.linear.sweep import sweep_flow
 from linssl.predictors import PredictorRule, make_rule
-from linssl.sweep import sweep_flow
 
 
 def numpy_rhs(data_cov: np.ndarray, view_cov: np.ndarray, wd: float, alpha: float, d: int):

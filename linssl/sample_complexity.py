@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from linssl.downstream import REPRESENTATIONS, SampleComplexityConfig, SampleComplexityResult
 from linssl.errors import LinsslError
+from linssl.linear.downstream import REPRESENTATIONS, SampleComplexityConfig, SampleComplexityResult
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -157,8 +157,8 @@ def plot_curves(result: SampleComplexityResult, path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from linssl.downstream import sample_complexity_curves
     from linssl.io import check_output_path
+    from linssl.linear.downstream import sample_complexity_curves
 
     config = config_from_args(args)
     if args.json:

@@ -8,12 +8,12 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from linssl.batched_ode import integrate_flow_batched, solve_batched
-from linssl.data import DEFAULT_AUG_VAR, commuting_model
-from linssl.dynamics import DynamicsConfig, Problem, initial_state, integrate_flow
 from linssl.errors import DivergenceError, LinsslError
+from linssl.linear.batched_ode import integrate_flow_batched, solve_batched
+from linssl.linear.data import DEFAULT_AUG_VAR, commuting_model
+from linssl.linear.dynamics import DynamicsConfig, Problem, initial_state, integrate_flow
+from linssl.linear.sweep import sweep_flow
 from linssl.predictors import make_rule
-from linssl.sweep import sweep_flow
 
 RATES = torch.tensor([0.1, 1.0, 50.0], dtype=torch.float64)
 

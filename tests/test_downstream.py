@@ -14,21 +14,18 @@ from scipy.optimize import minimize
 from scipy.stats import norm
 
 from linssl.cli import command_main
-from linssl.downstream import (
+from linssl.errors import LinsslError
+from linssl.linear.downstream import (
     Z95,
-    Moments,
     SampleComplexityConfig,
     default_n_grid,
-    logistic_fit,
-    ols_fit,
-    one_thread,
     predicted_excess_risk,
     predicted_samples_for_risk,
-    ridge_gcv_fit,
     sample_complexity_curves,
     task_aug_var,
 )
-from linssl.errors import LinsslError
+from linssl.linear.regression import Moments, logistic_fit, ols_fit, ridge_gcv_fit
+from linssl.runtime import one_thread
 from linssl.sample_complexity import parse_sizes
 from linssl.theory import threshold_aug_var
 
@@ -285,7 +282,7 @@ def test_cli_bad_input_exits_2_with_one_line(argv, message):
 
 def test_the_largest_seed_runs():
     """Seeds derived from --seed (seed × 1000003 + n) stay within the generator's range."""
-    from linssl.downstream import sample_complexity_curves
+    from linssl.linear.downstream import sample_complexity_curves
 
     result = sample_complexity_curves(SampleComplexityConfig(dim=6, rank=2, seeds=3, n_grid=(12,), seed=2**63 - 1,
                                                              representation="ideal"))

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from linssl import theory
-from linssl.data import commuting_model
-from linssl.dynamics import (
+from linssl.errors import DivergenceError, LinsslError
+from linssl.linear.data import commuting_model
+from linssl.linear.dynamics import (
     DynamicsConfig,
     Problem,
     SGDConfig,
@@ -17,9 +18,8 @@ from linssl.dynamics import (
     integrate_sgd,
     sampled_gradients,
 )
-from linssl.errors import DivergenceError, LinsslError
+from linssl.linear.records import alignment_offdiag, gains_along
 from linssl.predictors import make_rule
-from linssl.records import alignment_offdiag, gains_along
 
 AUG = (0.2, 0.8, 2.0, 6.0)  # at wd 0.05 (threshold 4): three kept, one discarded, all ≥ 50% from it
 
@@ -34,7 +34,7 @@ def test_sampled_gradient_is_unbiased():
     """E[sampled gradient] = expected-gradient field: average many independent batches."""
     model, problem = setup("trainable", target="ema")
     state = initial_state(problem, 4, 0.7, seed=0)
-    from linssl.data import ViewSampler
+    from linssl.linear.data import ViewSampler
 
     sampler = ViewSampler(model, seed=0)
     _, x1, x2 = sampler(200_000, (1,))

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from linssl.batched_ode import integrate_flow_batched, scaled_error
-from linssl.data import DEFAULT_AUG_VAR, commuting_model, general_model
-from linssl.dynamics import DynamicsConfig, Problem, State, initial_state
 from linssl.errors import LinsslError
-from linssl.exponential import LawsonStep, applies, integrate_flow_exponential
+from linssl.linear.batched_ode import integrate_flow_batched, scaled_error
+from linssl.linear.data import DEFAULT_AUG_VAR, commuting_model, general_model
+from linssl.linear.dynamics import DynamicsConfig, Problem, State, initial_state
+from linssl.linear.exponential import LawsonStep, applies, integrate_flow_exponential
+from linssl.linear.sweep import sweep_flow
 from linssl.predictors import make_rule
-from linssl.sweep import sweep_flow
 
 RULES = {
     "directpred": make_rule("directpred"),

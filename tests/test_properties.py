@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from linssl import theory
-from linssl.data import commuting_model
+from linssl.linear.data import commuting_model
+from linssl.linear.records import KEPT_TOL
+from linssl.linear.sweep import SweepResult, sweep_flow
 from linssl.predictors import make_rule
-from linssl.records import KEPT_TOL
-from linssl.sweep import SweepResult, sweep_flow
 
 #: Flow gains match the closed form to ~1e-9 (convergence test max|dW/dt| < 1e-8); 1e-3 is the bar.
 GAIN_RTOL = 1e-3

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from linssl.simulate import SimConfig, run_simulation
+from linssl.linear.simulation import SimConfig, run_simulation
 
 # (predictor, alpha, f_source, target, init_scale). DirectSet(2) squares small predictor eigenvalues,
 # so it needs a larger initial scale to start outside the collapse basin (SPEC §4).
@@ -38,7 +38,7 @@ def test_flow_matches_closed_form(pred, alpha, source, target, init_scale, wd):
 
 def test_default_aug_var_straddles_both_thresholds():
     from linssl import theory
-    from linssl.data import DEFAULT_AUG_VAR
+    from linssl.linear.data import DEFAULT_AUG_VAR
 
     for wd in (0.05, 0.1):
         star = theory.threshold_aug_var(wd)
@@ -154,7 +154,7 @@ def test_general_model_from_matrix_files(tmp_path):
     import numpy as np
 
     from linssl import theory
-    from linssl.data import commuting_model
+    from linssl.linear.data import commuting_model
 
     aug = (0.2, 1.0, 6.0)
     model = commuting_model(1.0, aug, seed=4)

@@ -16,10 +16,10 @@ import torch
 import theory_checks
 from linssl import theory
 from linssl.cli import main as linssl_main
-from linssl.data import commuting_model
-from linssl.dynamics import DynamicsConfig, Problem
+from linssl.linear.data import commuting_model
+from linssl.linear.dynamics import DynamicsConfig, Problem
+from linssl.linear.records import gains_along
 from linssl.predictors import make_rule
-from linssl.records import gains_along
 from theory_checks.base import CheckResult, format_table, jsonable, make_result, report
 
 

@@ -12,10 +12,10 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from linssl.data import DEFAULT_AUG_VAR, commuting_model
-from linssl.dynamics import DynamicsConfig, Problem, Trajectory, initial_state, integrate_flow
+from linssl.linear.data import DEFAULT_AUG_VAR, commuting_model
+from linssl.linear.dynamics import DynamicsConfig, Problem, Trajectory, initial_state, integrate_flow
+from linssl.linear.records import alignment_offdiag
 from linssl.predictors import make_rule
-from linssl.records import alignment_offdiag
 from theory_checks.base import CheckResult, make_result
 
 CLAIM = "from a random rotation W aligns with U: off-diagonal of UᵀWᵀWU / its diagonal → 0"

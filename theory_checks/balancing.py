@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from linssl import theory
-from linssl.data import DEFAULT_AUG_VAR, commuting_model
-from linssl.dynamics import DynamicsConfig, Problem, initial_state, integrate_flow
+from linssl.linear.data import DEFAULT_AUG_VAR, commuting_model
+from linssl.linear.dynamics import DynamicsConfig, Problem, initial_state, integrate_flow
 from linssl.predictors import make_rule
 from theory_checks.base import CheckResult, make_result
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from linssl.data import DTYPE
-from linssl.dynamics import Problem, State
 from linssl.errors import LinsslError
+from linssl.linear.data import DTYPE
+from linssl.linear.dynamics import Problem, State
 from linssl.runtime import one_thread
 
 

@@ -15,10 +15,10 @@ from functools import lru_cache
 import numpy as np
 
 from linssl import theory
-from linssl.data import commuting_model
-from linssl.dynamics import DynamicsConfig, Problem, Trajectory, integrate_flow
+from linssl.linear.data import commuting_model
+from linssl.linear.dynamics import DynamicsConfig, Problem, Trajectory, integrate_flow
+from linssl.linear.records import KEPT_TOL, gains_along
 from linssl.predictors import make_rule
-from linssl.records import KEPT_TOL, gains_along
 from theory_checks.base import CheckResult, aligned_state, make_result, max_or_zero
 
 CLAIM = "an aligned kept feature collapses iff its initial p < p₋ (p₋ ≈ η), else it converges to p₊"

@@ -2,7 +2,7 @@
 
 Least squares on p Gaussian features has expected excess risk bias + (σ_ν² + bias) p / (n − p − 1)
 (bias = 0 for the raw input and, up to the flow's accuracy, for a representation spanning the kept
-subspace that contains β*). :func:`linssl.downstream.sample_complexity_curves` fits it on many
+subspace that contains β*). :func:`linssl.linear.downstream.sample_complexity_curves` fits it on many
 independent training sets per n for the raw input (p = d) and for the W of a DirectPred flow
 (p = r); each mean is compared with the closed form in units of its standard error, and the ratio of
 the n each needs to reach the target risk (≈ d/r) with its closed form.
@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from linssl.downstream import Z95, SampleComplexityConfig, SampleComplexityResult, sample_complexity_curves
+from linssl.linear.downstream import Z95, SampleComplexityConfig, SampleComplexityResult, sample_complexity_curves
 from theory_checks.base import CheckResult, make_result
 
 CLAIM = "least-squares excess risk is σ²p/(n − p − 1): p = d on raw x, p = r on the learned Wx (n ratio ≈ d/r)"

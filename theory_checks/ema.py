@@ -14,11 +14,11 @@ from functools import lru_cache
 import numpy as np
 
 from linssl import theory
-from linssl.data import DEFAULT_AUG_VAR, commuting_model
-from linssl.dynamics import DynamicsConfig, Problem, initial_state, integrate_flow
+from linssl.linear.data import DEFAULT_AUG_VAR, commuting_model
+from linssl.linear.dynamics import DynamicsConfig, Problem, initial_state, integrate_flow
+from linssl.linear.records import KEPT_TOL, gains_along
+from linssl.linear.sweep import sweep_flow
 from linssl.predictors import make_rule
-from linssl.records import KEPT_TOL, gains_along
-from linssl.sweep import sweep_flow
 from theory_checks.base import CheckResult, make_result, max_or_zero, relative_error
 
 CLAIM = "an EMA target keeps the stop-gradient fixed points; a target τW keeps a feature iff τ² >= 4η(1 + σ²)"

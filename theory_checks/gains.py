@@ -13,10 +13,10 @@ from functools import lru_cache
 import numpy as np
 
 from linssl import theory
-from linssl.data import DEFAULT_AUG_VAR, commuting_model
+from linssl.linear.data import DEFAULT_AUG_VAR, commuting_model
+from linssl.linear.records import KEPT_TOL
+from linssl.linear.sweep import SweepResult, sweep_flow
 from linssl.predictors import make_rule
-from linssl.records import KEPT_TOL
-from linssl.sweep import SweepResult, sweep_flow
 from theory_checks.base import CheckResult, make_result, max_or_zero, relative_error
 
 CLAIM = "kept features converge to w² = p₊^(1/α)/c (trained predictor: p₊²), discarded ones to 0"

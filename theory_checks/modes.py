@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from linssl.simulate import SimConfig, SimulationResult, run_simulation
+from linssl.linear.simulation import SimConfig, SimulationResult, run_simulation
 from theory_checks.base import CheckResult, make_result
 
 CLAIM = "discrete GD and minibatch SGD converge to the flow's kept set and gains (GD exactly, SGD within noise)"

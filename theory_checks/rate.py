@@ -15,11 +15,11 @@ from functools import lru_cache
 import numpy as np
 
 from linssl import theory
-from linssl.data import commuting_model
-from linssl.dynamics import DynamicsConfig, Problem, integrate_flow, integrate_gd
 from linssl.errors import DivergenceError
+from linssl.linear.data import commuting_model
+from linssl.linear.dynamics import DynamicsConfig, Problem, integrate_flow, integrate_gd
+from linssl.linear.records import gains_along
 from linssl.predictors import make_rule
-from linssl.records import gains_along
 from theory_checks.base import CheckResult, aligned_state, make_result, max_or_zero
 
 CLAIM = "near p₊ a feature converges at rate 2αp₊ sqrt(1 − 4η(1+σ²)), → 0 at the threshold; GD stable iff lr·rate < 2"

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from linssl import theory
-from linssl.data import DEFAULT_AUG_VAR, commuting_model
+from linssl.linear.data import DEFAULT_AUG_VAR, commuting_model
+from linssl.linear.records import kept_projector, learned_projector
+from linssl.linear.sweep import sweep_flow
 from linssl.predictors import make_rule
-from linssl.records import kept_projector, learned_projector
-from linssl.sweep import sweep_flow
 from theory_checks.base import CheckResult, make_result
 
 CLAIM = "DirectPred, DirectCopy and DirectSet(α) converge to the same subspace: the kept features"

@@ -14,9 +14,9 @@ from functools import lru_cache
 import numpy as np
 
 from linssl import theory
-from linssl.data import commuting_model
+from linssl.linear.data import commuting_model
+from linssl.linear.sweep import SweepResult, sweep_flow
 from linssl.predictors import make_rule
-from linssl.sweep import SweepResult, sweep_flow
 from theory_checks.base import CheckResult, make_result, max_or_zero
 
 CLAIM = "a feature is kept iff λ² >= 4η(λ + σ²) (σ²* = 1/(4η) − 1 at λ = 1), the same threshold for every α"

@@ -2,7 +2,7 @@
 
 Least squares on the raw input x (p = d features) and on the representation learned by a
 DirectPred gradient-flow run (p = r kept features), measured over many seeds beside the closed
-form bias + (σ_ν² + bias) p / (n − p − 1) (:func:`linssl.downstream.sample_complexity_curves`).
+form bias + (σ_ν² + bias) p / (n − p − 1) (:func:`linssl.linear.downstream.sample_complexity_curves`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-from linssl.downstream import SampleComplexityConfig, SampleComplexityResult, default_n_grid, sample_complexity_curves
 from linssl.figures.style import styled, subplots
+from linssl.linear.downstream import (
+    SampleComplexityConfig,
+    SampleComplexityResult,
+    default_n_grid,
+    sample_complexity_curves,
+)
 
 
 @dataclass

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from linssl import theory
-from linssl.data import commuting_model
-from linssl.dynamics import DynamicsConfig, Problem, State, integrate_flow
 from linssl.figures.style import feature_colors, floor, positive_times, styled, subplots
+from linssl.linear.data import commuting_model
+from linssl.linear.dynamics import DynamicsConfig, Problem, State, integrate_flow
+from linssl.linear.records import gains_along
+from linssl.linear.simulation import SimConfig, SimulationResult, run_simulation
+from linssl.linear.sweep import sweep_flow
 from linssl.predictors import make_rule
-from linssl.records import gains_along
-from linssl.simulate import SimConfig, SimulationResult, run_simulation
-from linssl.sweep import sweep_flow
 
 #: weight decay of the reference run (threshold σ²* = 1/(4η) − 1 = 4 at unit data variance)
 REFERENCE_WD = 0.05

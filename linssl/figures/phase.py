@@ -1,7 +1,7 @@
 """Figure 2: phase diagram, kept or discarded over (augmentation variance σ², weight decay η).
 
 Every grid point is a feature of a gradient-flow run (DirectPred, random-rotation start, unit data
-variance); all weight decays are integrated as one batch (:func:`linssl.sweep.sweep_flow`). A
+variance); all weight decays are integrated as one batch (:func:`linssl.linear.sweep.sweep_flow`). A
 feature counts as kept when its final squared gain exceeds :data:`PHASE_KEPT_TOL`. The theoretical
 boundary σ² = λ²/(4η) − λ is drawn over the simulated points.
 """
@@ -14,11 +14,11 @@ import numpy as np
 from matplotlib.colors import LogNorm
 
 from linssl import theory
-from linssl.data import commuting_model
 from linssl.figures.style import styled, subplots
+from linssl.linear.data import commuting_model
+from linssl.linear.records import CONVERGED_KEPT_TOL
+from linssl.linear.sweep import sweep_flow
 from linssl.predictors import make_rule
-from linssl.records import CONVERGED_KEPT_TOL
-from linssl.sweep import sweep_flow
 
 #: Kept iff final gain² > records.CONVERGED_KEPT_TOL (1e-8): the flow stops when max|dW/dt| < 1e-8, so a
 #: discarded feature has gain² < (1e-8/η)² ≤ 1e-12 for η ≥ 0.01, while the smallest kept gain² just

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
-from linssl.data import DTYPE, DataModel, ViewSampler, haar_rotation
 from linssl.errors import DivergenceError, LinsslError
+from linssl.linear.data import DTYPE, DataModel, ViewSampler, haar_rotation
 from linssl.predictors import CorrelationEMA, PredictorRule
 
 TARGETS = ("stopgrad", "ema")

@@ -1,12 +1,12 @@
 """Batched parameter sweeps: many runs of the flow integrated as one batch.
 
 A sweep over weight decays (and, optionally, one data model per run) stacks all runs along the
-batch axis of :class:`linssl.dynamics.Problem` and evaluates one vectorised right-hand side for all
+batch axis of :class:`linssl.linear.dynamics.Problem` and evaluates one vectorised right-hand side for all
 of them. All runs share the predictor rule and the target. Integrators:
 
-- ``exponential``: ``linssl.exponential`` — Lawson steps that integrate the stiff, frozen-predictor
+- ``exponential``: ``linssl.linear.exponential`` — Lawson steps that integrate the stiff, frozen-predictor
   part of the flow exactly, per run (direct predictors, stop-gradient; not the spectral DirectCopy);
-- ``batched``: ``linssl.batched_ode`` — scipy's RK45/DOP853 tableau and step controller applied per
+- ``batched``: ``linssl.linear.batched_ode`` — scipy's RK45/DOP853 tableau and step controller applied per
   run, so each run keeps its own step size and stops on its own convergence test;
 - ``solve_ivp``: one ``solve_ivp`` over the stacked vector (one shared step size, set by the
   stiffest run; the batch stops when every run has converged, or at ``t_max``);
@@ -21,13 +21,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from linssl import exponential, theory
-from linssl.batched_ode import integrate_flow_batched
-from linssl.data import DataModel
-from linssl.dynamics import DynamicsConfig, Problem, Trajectory, initial_state, integrate_flow
+from linssl import theory
 from linssl.errors import LinsslError
+from linssl.linear import exponential
+from linssl.linear.batched_ode import integrate_flow_batched
+from linssl.linear.data import DataModel
+from linssl.linear.dynamics import DynamicsConfig, Problem, Trajectory, initial_state, integrate_flow
+from linssl.linear.records import CONVERGED_KEPT_TOL, gains_along
 from linssl.predictors import PredictorRule
-from linssl.records import CONVERGED_KEPT_TOL, gains_along
 
 INTEGRATORS = ("auto", "exponential", "batched", "solve_ivp")
 

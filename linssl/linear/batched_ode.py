@@ -28,8 +28,8 @@ import numpy as np
 import scipy.integrate
 import torch
 
-from linssl.dynamics import Problem, State, Trajectory, _check_finite
 from linssl.errors import DivergenceError, LinsslError
+from linssl.linear.dynamics import Problem, State, Trajectory, _check_finite
 
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
 METHODS = ("RK45", "DOP853")
@@ -85,7 +85,7 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
 
 class RungeKuttaStep:
     """How ``solve_batched`` attempts one step per run: an explicit embedded pair (scipy's tableau and
-    error norm) on ``fun(y, idx)``. Subclasses change the coordinates or the scheme (``linssl.exponential``);
+    error norm) on ``fun(y, idx)``. Subclasses change the coordinates or the scheme (``linssl.linear.exponential``);
     the step-size controller, records and bookkeeping stay in ``solve_batched``.
 
     ``field`` counts evaluations; ``start``/``commit`` may move runs to other internal coordinates,
@@ -150,7 +150,7 @@ def solve_batched(
 
     ``fun(y, idx)`` gets the states of the active runs ``idx`` (a LongTensor) and returns their
     derivatives; it must treat rows independently. ``conv_tol`` > 0 stops a run once max|f| < conv_tol.
-    ``stepper`` replaces the explicit step on ``fun`` (e.g. ``linssl.exponential.LawsonStep``).
+    ``stepper`` replaces the explicit step on ``fun`` (e.g. ``linssl.linear.exponential.LawsonStep``).
     """
     if not (t_max > 0 and math.isfinite(t_max)):
         raise LinsslError(f"time must be positive, got {t_max}")
@@ -306,7 +306,7 @@ def integrate_flow_batched(
     stepper: RungeKuttaStep | None = None,
 ) -> Trajectory:
     """The gradient flow of every run of ``problem`` with per-run steps (``solve_batched``; ``stepper``
-    replaces its explicit step, e.g. ``linssl.exponential.LawsonStep``).
+    replaces its explicit step, e.g. ``linssl.linear.exponential.LawsonStep``).
 
     Records at t = 0, ``n_records − 1`` log-spaced times from 0.01 and ``t_max`` (as ``integrate_flow``);
     each run stops on its own once max|d(state)/dt| < conv_tol (0 disables the test).

@@ -18,7 +18,7 @@ late in a run, measured, against ≈ 10 for f):
     Ŵ_{n+1} = e^{hμ} ⊙ (Ŵ_n + h Σ_j b_j K_j),          error  e^{hμ} ⊙ Σ_j E_j K_j
 
 The error is measured in the caller's coordinates W = P Ŵ Uᵀ with scipy's norm and controller
-(``linssl.batched_ode``), so ``rtol``/``atol`` mean what they mean for ``solve_ivp``. The field is
+(``linssl.linear.batched_ode``), so ``rtol``/``atol`` mean what they mean for ``solve_ivp``. The field is
 left-orthogonally equivariant (f(QŴ) = Q f(Ŵ)), so stages are evaluated in the frame itself; after
 an accepted step the frame moves to the eigenbasis of W_p at the new state (the eigendecomposition the
 field made anyway for α ≠ 1, one eigh per step for DirectCopy).
@@ -33,10 +33,10 @@ import math
 
 import torch
 
-from linssl.batched_ode import RungeKuttaStep, integrate_flow_batched, scaled_error
-from linssl.data import DataModel
-from linssl.dynamics import DIVERGENCE_LIMIT, Problem, State, Trajectory
 from linssl.errors import LinsslError
+from linssl.linear.batched_ode import RungeKuttaStep, integrate_flow_batched, scaled_error
+from linssl.linear.data import DataModel
+from linssl.linear.dynamics import DIVERGENCE_LIMIT, Problem, State, Trajectory
 from linssl.predictors import direct_set_spectrum
 
 #: e^{h|μ|} must stay finite: steps are capped at EXP_LIMIT / max|μ|.
@@ -184,7 +184,7 @@ def integrate_flow_exponential(
 ) -> Trajectory:
     """The flow of every run of ``problem`` by Lawson steps (module docstring); ``models``: one commuting
     data model for all runs or one per run. Same records, stop test and result as
-    :func:`linssl.batched_ode.integrate_flow_batched`."""
+    :func:`linssl.linear.batched_ode.integrate_flow_batched`."""
     models = [models] if isinstance(models, DataModel) else list(models)
     reason = applies(problem, models)
     if reason is not None:

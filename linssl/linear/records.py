@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from linssl.dynamics import Problem, Trajectory
+from linssl.linear.dynamics import Problem, Trajectory
 
 #: A feature counts as kept when its squared gain exceeds this. ``KEPT_TOL`` serves sampled (SGD) and
 #: finite-horizon runs, whose discarded gains² sit at the noise / decay level ~1e-6; at η ≥ 0.03 the

@@ -1,0 +1,321 @@
+"""One simulation run of the linear siamese network, compared with the closed forms.
+
+``SimConfig`` holds every parameter (the ``linssl simulate`` flags, one to one); ``run_simulation``
+integrates the dynamics (flow, GD or SGD) from the seeded initial W (a random rotation by default,
+``init="gaussian"`` for a Gaussian one) and returns a ``SimulationResult``: per feature the predicted and
+simulated kept/discarded decision and squared gain, the threshold, the alignment and a verdict.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from linssl import theory
+from linssl.errors import DivergenceError, LinsslError, check_number, check_seed
+from linssl.linear.data import DEFAULT_AUG_VAR, DataModel, commuting_model, general_model
+from linssl.linear.dynamics import (
+    DynamicsConfig,
+    Problem,
+    SGDConfig,
+    Trajectory,
+    initial_state,
+    integrate_flow,
+    integrate_gd,
+    integrate_sgd,
+    stable_lr,
+)
+from linssl.linear.records import CONVERGED_KEPT_TOL, KEPT_TOL, RunRecord, record
+from linssl.predictors import PredictorRule, make_rule
+from linssl.runtime import one_thread
+
+MODES = ("flow", "gd", "sgd")
+#: Relative gain tolerance of the verdict: flow and GD share the exact fixed points; SGD is noisy.
+GAIN_RTOL = {"flow": 1e-3, "gd": 1e-3, "sgd": 0.1}
+#: Features whose augmentation variance is within this fraction of the threshold are not judged
+#: (critical slowing down makes their convergence arbitrarily slow).
+NEAR_THRESHOLD = 0.1
+
+#: largest input dimension d: every step of the flow eigendecomposes a d×d matrix
+MAX_DIM = 1024
+
+#: smallest --rtol: scipy's solve_ivp raises anything below 100 × float64 epsilon to it, with a warning
+MIN_RTOL = 100 * float(np.finfo(np.float64).eps)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Every parameter of a simulation run (the CLI flags, one to one)."""
+
+    wd: float = 0.05
+    aug_var: tuple[float, ...] = DEFAULT_AUG_VAR
+    data_var: tuple[float, ...] = (1.0,)
+    out_dim: int | None = None  # m; default d
+    predictor: str = "directpred"
+    alpha: float | None = None
+    f_source: str = "aug"
+    norm: str = "none"
+    eps: float = 0.0
+    target: str = "stopgrad"
+    ema: float = 1.0  # β of dW_a/dt = β(W − W_a)
+    target_scale: float = 1.0
+    pred_lr: float = 1.0
+    pred_wd: float | None = None
+    mode: str = "flow"
+    time: float = 5000.0  # flow: maximum time (stops earlier on convergence)
+    steps: int | None = None  # gd/sgd; default: time 600 (gd) / 300 (sgd) divided by lr
+    lr: float | None = None  # gd/sgd; default: stable_lr (≤ 0.01, below the initial curvature limit)
+    batch: int = 128
+    rho: float = 0.9
+    freq: int = 1
+    init_scale: float = 0.5
+    init: str = "rotation"
+    seed: int = 0
+    rotate: bool = True
+    conv_tol: float = 1e-8
+    rtol: float = 1e-9
+    atol: float = 1e-12
+    data_cov: tuple[tuple[float, ...], ...] | None = None  # general (non-commuting) model
+    aug_cov: tuple[tuple[float, ...], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise LinsslError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        check_number("--rtol", self.rtol, low=MIN_RTOL, inclusive=True)
+        positive = {"--wd": self.wd, "--target-scale": self.target_scale,
+                    "--conv-tol": self.conv_tol, "--init-scale": self.init_scale, "--ema": self.ema,
+                    "--pred-lr": self.pred_lr, "--lr": self.lr, "--time": self.time}
+        for flag, value in positive.items():
+            check_number(flag, value)
+        for flag, value in {"--atol": self.atol, "--eps": self.eps, "--pred-wd": self.pred_wd}.items():
+            check_number(flag, value, inclusive=True)
+        check_seed("--seed", self.seed)
+        if self.steps is not None and self.steps < 1:
+            raise LinsslError(f"--steps must be >= 1, got {self.steps}")
+        if len(self.aug_var) > MAX_DIM or (self.data_cov is not None and len(self.data_cov) > MAX_DIM):
+            raise LinsslError(f"the simulator takes d <= {MAX_DIM} (a d×d eigendecomposition per step); "
+                              f"got d = {max(len(self.aug_var), len(self.data_cov or ()))}")
+        if self.out_dim is not None and self.out_dim < 1:
+            raise LinsslError(f"--out-dim must be >= 1, got {self.out_dim}")
+        if (self.data_cov is None) != (self.aug_cov is None):
+            raise LinsslError("give both --data-cov and --aug-cov, or neither")
+
+    @property
+    def kept_tol(self) -> float:
+        """Gain² above which a feature counts as kept: the SGD noise level, or a converged run's."""
+        return KEPT_TOL if self.mode == "sgd" else CONVERGED_KEPT_TOL
+
+    def resolved_steps(self, lr: float) -> int:
+        """Explicit --steps, else enough steps to reach time 600 (gd; stops on convergence) / 300 (sgd)."""
+        return self.steps if self.steps is not None else math.ceil((600.0 if self.mode == "gd" else 300.0) / lr)
+
+    def rule(self) -> PredictorRule:
+        return make_rule(self.predictor, alpha=self.alpha, norm=self.norm, eps=self.eps, f_source=self.f_source)
+
+    def dynamics(self) -> DynamicsConfig:
+        return DynamicsConfig(self.rule(), self.wd, self.target, self.ema, self.target_scale, self.pred_lr,
+                              self.pred_wd)
+
+    def model(self) -> DataModel:
+        if self.data_cov is not None:
+            return general_model(self.data_cov, self.aug_cov)
+        return commuting_model(self.data_var, self.aug_var, self.seed, self.rotate)
+
+
+@dataclass
+class FeatureResult:
+    """One row of the report. For a general (non-commuting) model the rows are the eigendirections of
+    the learned WᵀW and the per-feature variances and predictions are ``None`` (no closed form)."""
+
+    data_var: float | None
+    aug_var: float | None
+    kept_predicted: bool | None
+    kept_simulated: bool
+    gain_sq_predicted: float | None
+    gain_sq_simulated: float
+    near_threshold: bool
+
+
+@dataclass
+class SimulationResult:
+    config: SimConfig
+    model: DataModel
+    trajectory: Trajectory
+    record: RunRecord
+    features: list[FeatureResult]
+    threshold_aug_var: float
+    alignment_offdiag: float
+    projection_error: float
+    converged: bool
+    max_gain_rel_error: float
+    passed: bool
+    verdict: str
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The ``--json`` document (see the CLI contract)."""
+        rec = self.record
+        return {
+            "config": asdict(self.config),
+            "threshold_aug_var": self.threshold_aug_var,
+            "features": [asdict(f) for f in self.features],
+            "alignment_offdiag": None if math.isnan(self.alignment_offdiag) else self.alignment_offdiag,
+            "projection_error": None if math.isnan(self.projection_error) else self.projection_error,
+            "converged": self.converged,
+            "max_gain_rel_error": None if math.isnan(self.max_gain_rel_error) else self.max_gain_rel_error,
+            "passed": self.passed,
+            "verdict": self.verdict,
+            "t_final": self.trajectory.info["t_final"],
+            "trajectory": {
+                "time": rec.times,
+                "gain_sq": rec.gains[:, 0, :],
+                "F_eigs": rec.F_eigs[:, 0, :],
+                "Wp_eigs": rec.Wp_eigs[:, 0, :],
+                "alignment": rec.alignment[:, 0],
+                "loss": rec.loss[:, 0],
+            },
+        }
+
+
+def predicted_gains(config: SimConfig, model: DataModel) -> np.ndarray:
+    """Closed-form squared gains per feature (SPEC §4)."""
+    return np.asarray(theory.predicted_gain_sq_for_rule(
+        config.rule(), model.data_var.numpy(), model.aug_var.numpy(), config.wd, config.target_scale, config.pred_wd,
+        config.pred_lr))
+
+
+def _near_threshold(config: SimConfig, lam: np.ndarray, s2: np.ndarray) -> np.ndarray:
+    star = np.asarray(theory.threshold_aug_var(config.wd, lam, config.target_scale))
+    return np.abs(s2 - star) <= NEAR_THRESHOLD * np.maximum(star, 0)
+
+
+def integrate(config: SimConfig, problem: Problem, model: DataModel, progress: bool = False) -> Trajectory:
+    """Run the configured integrator from the seeded initial state.
+
+    Under the Frobenius-normalised direct predictor every p_i < 1 whatever the scale of W, so a feature
+    with τλp − (λ + σ²)p² > η grows exponentially for ever: a divergence of the flow there is the flow's,
+    and is reported as such instead of with a step-size hint (GD and SGD keep their lr hint)."""
+    try:
+        return _integrate(config, problem, model, progress)
+    except torch.linalg.LinAlgError:
+        raise DivergenceError("the run diverged: the predictor's eigendecomposition met non-finite values (a flag "
+                              "value beyond what float64 can integrate; try values nearer 1)") from None
+    except DivergenceError:
+        if config.mode == "flow" and config.rule().kind == "direct" and config.norm == "frobenius":
+            raise DivergenceError(
+                "the run diverged: ‖W‖ grows without bound under the frobenius-normalised predictor: every p_i < 1, "
+                "so a feature with τλp − (λ + σ²)p² > η grows exponentially — the flow itself, not the step size; "
+                "use --norm spectral (W shrinks) or none (closed forms), or a larger --wd") from None
+        raise
+
+
+def _integrate(config: SimConfig, problem: Problem, model: DataModel, progress: bool) -> Trajectory:
+    state = initial_state(problem, config.out_dim or model.dim, config.init_scale, config.seed, config.init)
+    if config.mode == "flow":
+        bar = _progress_bar(progress, config.time, "t")
+        with bar:
+            return integrate_flow(problem, state, config.time, config.rtol, config.atol, config.conv_tol,
+                                  progress=lambda t: bar.update(t - bar.n))
+    lr = config.lr if config.lr is not None else stable_lr(problem, state)
+    steps = config.resolved_steps(lr)
+    bar = _progress_bar(progress, steps, "step")
+    with bar:
+        if config.mode == "gd":
+            return integrate_gd(problem, state, lr, steps, config.conv_tol, progress=lambda k: bar.update(k - bar.n))
+        sgd = SGDConfig(lr, steps, config.batch, config.rho, config.freq, config.seed)
+        return integrate_sgd(problem, state, model, sgd, progress=lambda k: bar.update(k - bar.n))
+
+
+def _progress_bar(enabled: bool, total: float, unit: str):
+    """A tqdm bar on stderr (silent when not a terminal or not ``enabled``)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc="simulate", leave=False, disable=None if enabled else True,
+                file=sys.stderr)
+
+
+def run_simulation(config: SimConfig, progress: bool = False) -> SimulationResult:
+    """Integrate one run and compare it with the closed forms (commuting model) per feature."""
+    model = config.model()
+    m = config.out_dim or model.dim
+    problem = Problem.from_models(model, config.dynamics())
+    with one_thread():  # small matrices: threads only add contention
+        traj = integrate(config, problem, model, progress)
+    if not model.commuting or not theory.has_closed_form(config.rule()):
+        return _uncompared_result(config, model, problem, traj)
+    lam, s2 = model.data_var.numpy(), model.aug_var.numpy()
+    gain_pred = predicted_gains(config, model)
+    kept_pred = gain_pred > 0
+    kept_tol = config.kept_tol
+    rec = record(problem, traj, model.basis, torch.as_tensor(kept_pred), kept_tol)
+    tail = max(1, len(rec.times) // 5) if config.mode == "sgd" else 1  # SGD: average the last 20%
+    gain_sim = rec.gains[-tail:, 0, :].mean(0)
+    kept_sim = gain_sim > kept_tol
+    near = _near_threshold(config, lam, s2)
+    judged = kept_pred & ~near
+    rel = np.abs(gain_sim - gain_pred) / np.where(gain_pred > 0, gain_pred, 1.0)
+    max_rel = float(rel[judged].max()) if judged.any() else 0.0
+    features = [FeatureResult(float(lam[i]), float(s2[i]), bool(kept_pred[i]), bool(kept_sim[i]),
+                              float(gain_pred[i]), float(gain_sim[i]), bool(near[i])) for i in range(model.dim)]
+    # with every feature discarded W ≈ 0 and the off-diagonal/diagonal ratio is round-off: not reported
+    alignment = float(rec.alignment[-1, 0]) if kept_sim.any() else float("nan")
+    proj_err = float(rec.projection_error[-1, 0])
+    wrong = [i for i in range(model.dim) if not near[i] and kept_pred[i] != kept_sim[i]]
+    converged = bool(traj.converged)
+    rtol = GAIN_RTOL[config.mode]
+    capacity_ok = int(kept_pred.sum()) <= m
+    passed = not wrong and max_rel <= rtol and capacity_ok and converged
+    verdict = _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, converged, capacity_ok, m,
+                       config.mode)
+    return SimulationResult(config, model, traj, rec, features,
+                            float(theory.threshold_aug_var(config.wd, 1.0, config.target_scale)),
+                            alignment, proj_err, converged, max_rel, passed, verdict)
+
+
+def _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, converged, capacity_ok, m,
+             mode: str = "flow") -> str:
+    counts = f"{int(kept_sim.sum())} of {kept_pred.size} features kept (theory: {int(kept_pred.sum())})"
+    if passed:
+        align = "W collapsed to 0" if math.isnan(alignment) else f"alignment {alignment:.1e}"
+        return f"AGREES with theory: {counts}; max relative gain error {max_rel:.1e} (tolerance {rtol:g}); {align}"
+    reasons = []
+    if wrong:
+        reasons.append(f"features {wrong} classified differently")
+        if capacity_ok and any(kept_pred[i] and not kept_sim[i] for i in wrong):
+            # SGD (SPEC §3): F̂ lags W, and from a large init the predictor overshoots while it lags
+            fix = ("try a smaller --rho or --lr (F̂ lags W), or a smaller --init-scale" if mode == "sgd"
+                   else "try a larger --init-scale")
+            reasons.append(f"a kept feature fell into the collapse basin (w = 0 is stable too): {fix}")
+    if max_rel > rtol:
+        reasons.append(f"max relative gain error {max_rel:.1e} > {rtol:g}")
+    if not converged:
+        reasons.append("not converged (raise --time/--steps)")
+    if not capacity_ok:
+        reasons.append(f"theory keeps {int(kept_pred.sum())} features but the network has only m = {m} outputs")
+    return f"DISAGREES with theory: {counts}; " + "; ".join(reasons)
+
+
+def _uncompared_result(config: SimConfig, model: DataModel, problem: Problem, traj: Trajectory) -> SimulationResult:
+    """No per-feature closed form — a non-commuting X, X' (rows: eigendirections of the learned WᵀW) or a
+    normalised predictor (rows: the features u_i, gains along them): report what was learned."""
+    kept_tol = config.kept_tol
+    rec = record(problem, traj, model.basis, kept_tol=kept_tol)
+    gains = rec.gains[-1, 0, :]
+    if model.commuting:
+        lam, s2 = model.data_var.tolist(), model.aug_var.tolist()
+        scale = ("‖W‖ shrinks towards 0, SPEC §4" if config.norm == "spectral"
+                 else "every p_i < 1: ‖W‖ grows or shrinks without a fixed point")
+        why = f"no closed form for the {config.norm}-normalised predictor ({scale})"
+    else:
+        lam = s2 = [None] * model.dim
+        why = "general (non-commuting) model: no closed form to compare with"
+    features = [FeatureResult(lam[i], s2[i], None, bool(g > kept_tol), None, float(g), False)
+                for i, g in enumerate(gains)]
+    verdict = f"{why}; learned rank {int((gains > kept_tol).sum())} of {model.dim}"
+    return SimulationResult(config, model, traj, rec, features, float(theory.threshold_aug_var(config.wd)),
+                            float(rec.alignment[-1, 0]), float("nan"), bool(traj.converged), float("nan"),
+                            bool(traj.converged), verdict)
