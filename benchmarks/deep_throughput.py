@@ -1,8 +1,8 @@
 """Deep-training throughput (images/s) and how one step splits into data, augmentation and network.
 
-The step of ``linssl.deep.train.train_one_epoch`` on CIFAR-10-sized input (uint8 3×32×32 images held
-in memory — on the GPU when it is used, as the trainer does): index a batch (data), two views with
-``BatchAugment`` and the CIFAR-10 preset (augmentation), online + target forward, symmetric loss,
+The trainer's step on CIFAR-10-sized input (uint8 3×32×32 images held in memory — on the GPU when it
+is used, as the trainer does): index a batch (data), two views with ``BatchAugment`` and the CIFAR-10
+preset (augmentation), and ``linssl.deep.step.TrainingStep`` — online + target forward, symmetric loss,
 backward, SGD step, EMA update (network). bf16 autocast, channels_last and ``torch.compile`` are used
 only on CUDA (``--no-amp``, ``--no-channels-last``, ``--no-compile`` turn them off there).
 
@@ -26,8 +26,10 @@ import torch
 from _common import emit, machine, median, print_table
 
 from linssl.deep import augment as augment_mod
-from linssl.deep.models import ema_update_, make_target, symmetric_loss
-from linssl.deep.train import DeepConfig, augment_config, build_online, build_optimizer, select_device
+from linssl.deep.config import DeepConfig, augment_config, build_online, build_optimizer
+from linssl.deep.models import make_target
+from linssl.deep.ranks import select_device
+from linssl.deep.step import TrainingStep
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -79,16 +81,10 @@ def main(argv: list[str] | None = None) -> dict:
         x2 = augment(batch, generator=aug_gen).contiguous(memory_format=layout)
         return x1, x2
 
+    training_step = TrainingStep(online, target, optimizer, amp=amp)
+
     def network(x1: torch.Tensor, x2: torch.Tensor) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            _z1, _z2, p1, p2 = online(x1, x2)
-            with torch.no_grad():
-                t1, t2 = target(x1), target(x2)
-            loss = symmetric_loss(p1, p2, t1, t2)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        ema_update_(target, online, cfg.ema)
+        training_step(x1, x2, cfg.ema)
 
     online.train()
     target.train()

@@ -8,8 +8,8 @@ interleaved so that machine load hits both alike; warm-up steps are excluded, th
 
 - linssl: ``OnlineNetwork`` with the ``directcopy`` head and the trainer's defaults (F̂ EMA ρ 0.3,
   W_p = F̂/λ_max(F̂) + 0.01 I with λ_max by power iteration, reset every step; no trained
-  predictor), symmetric 2 − 2cos loss, ``ema_update_`` of the target — the body of
-  ``linssl.deep.train.train_one_epoch``.
+  predictor), symmetric 2 − 2cos loss, ``ema_update_`` of the target — ``linssl.deep.step.TrainingStep``, the
+  trainer's own step.
 - lightly: the BYOL of lightly's own example: ``BYOLProjectionHead``, ``BYOLPredictionHead``
   (256 → 4096 → 256, trained), ``NegativeCosineSimilarity``, ``update_momentum`` and
   ``deactivate_requires_grad`` from ``lightly.models.utils``.
@@ -43,16 +43,8 @@ import torch
 from _common import emit, machine, median, print_table, time_calls
 from torch import nn
 
-from linssl.deep.models import (
-    HeadConfig,
-    OnlineNetwork,
-    build_backbone,
-    build_predictor,
-    ema_update_,
-    make_target,
-    mlp,
-    symmetric_loss,
-)
+from linssl.deep.models import HeadConfig, OnlineNetwork, build_backbone, build_predictor, make_target, mlp
+from linssl.deep.step import TrainingStep
 
 INSTALL_HINT = "lightly is not installed: .venv/bin/pip install lightly --no-deps   (then rerun)"
 
@@ -98,23 +90,16 @@ def sgd(params) -> torch.optim.Optimizer:
 
 
 class LinsslStep:
-    """linssl's DirectCopy step on two views (train_one_epoch without augmentation and schedules)."""
+    """linssl's DirectCopy step on two views: the trainer's ``TrainingStep``, without augmentation and schedules."""
 
     def __init__(self, backbone: nn.Module, hidden: int, out: int) -> None:
         head = build_predictor("directcopy", out, HeadConfig())  # the trainer's defaults: spectral, ε 0.01, ρ 0.3
         self.online = OnlineNetwork(backbone, mlp(backbone.feature_dim, hidden, out), head).train()
         self.target = make_target(self.online).train()
-        self.optimizer = sgd(self.online.parameters())
+        self.step = TrainingStep(self.online, self.target, sgd(self.online.parameters()))
 
     def __call__(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
-        z1, z2, p1, p2 = self.online(x1, x2)
-        with torch.no_grad():
-            t1, t2 = self.target(x1), self.target(x2)
-        loss = symmetric_loss(p1, p2, t1, t2)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        ema_update_(self.target, self.online, 0.996)
+        self.step(x1, x2, 0.996)
 
 
 class LightlyBYOLStep(nn.Module):

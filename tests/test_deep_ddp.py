@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from linssl.deep.train import DeepConfig, train
+from linssl.deep.config import DeepConfig
+from linssl.deep.loop import train
 
 
 def _free_port() -> int:

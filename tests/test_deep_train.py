@@ -12,22 +12,18 @@ import pytest
 import torch
 
 from linssl.cli import main as cli_main
-from linssl.deep import train as train_mod
+from linssl.deep import checkpoint as checkpoint_mod
+from linssl.deep import config as config_mod
+from linssl.deep import loop as loop_mod
+from linssl.deep import step as step_mod
+from linssl.deep.config import DeepConfig, build_online, config_from_dict, param_groups
 from linssl.deep.lars import LARS
+from linssl.deep.loop import train
 from linssl.deep.models import PREDICTOR_HEADS
-from linssl.deep.train import (
-    DeepConfig,
-    Ranks,
-    build_online,
-    config_from_dict,
-    effective_rank,
-    ema_momentum_at,
-    epoch_shard,
-    evaluate_backbone,
-    lr_at,
-    param_groups,
-    train,
-)
+from linssl.deep.monitor import effective_rank, evaluate_backbone
+from linssl.deep.ranks import Ranks
+from linssl.deep.schedules import ema_momentum_at, lr_at
+from linssl.deep.sharding import epoch_shard
 from linssl.errors import DivergenceError, LinsslError
 
 
@@ -219,12 +215,12 @@ def test_resume_refuses_changed_schedule_settings(tmp_path):
 def test_resume_on_fewer_gpus_restores_the_rng_of_those_it_has(monkeypatch):
     """A checkpoint saved where 8 GPUs were visible, resumed with one: only device 0's state is set
     (torch's set_rng_state_all would index a device that is not there)."""
-    state = {**train_mod.rng_state(), "cuda": [torch.tensor([k], dtype=torch.uint8) for k in range(8)]}
+    state = {**checkpoint_mod.rng_state(), "cuda": [torch.tensor([k], dtype=torch.uint8) for k in range(8)]}
     restored = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((int(state[0]), device)))
-    train_mod.set_rng_state(state)
+    checkpoint_mod.set_rng_state(state)
     assert restored == [(0, 0)]
 
 
@@ -252,7 +248,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     checkpoint = Path(cfg.out) / "checkpoint.pt"
     before = checkpoint.read_bytes()
     metrics_before = (Path(cfg.out) / "metrics.jsonl").read_text()
-    real_loss = train_mod.symmetric_loss
+    real_loss = step_mod.symmetric_loss
     calls = {"n": 0}
 
     def loss_turning_nan(*args):
@@ -260,7 +256,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
         loss = real_loss(*args)
         return loss * float("nan") if calls["n"] >= 3 else loss
 
-    monkeypatch.setattr(train_mod, "symmetric_loss", loss_turning_nan)
+    monkeypatch.setattr(step_mod, "symmetric_loss", loss_turning_nan)
     with pytest.raises(DivergenceError, match="lower --lr"):
         train(cfg, resume=True)
     assert checkpoint.read_bytes() == before
@@ -278,7 +274,7 @@ def test_eigh_of_a_diverged_f_hat_is_the_divergence_error(tmp_path):
 def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
     """An interrupt mid-run: exit 130 and the --resume command when a checkpoint exists, else no promise."""
     flags = tiny_flags(tmp_path)
-    real_epoch = train_mod.train_one_epoch
+    real_epoch = loop_mod.train_one_epoch
     calls = {"n": 0}
 
     def interrupted_second_epoch(s):
@@ -287,7 +283,7 @@ def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt
         return real_epoch(s)
 
-    monkeypatch.setattr(train_mod, "train_one_epoch", interrupted_second_epoch)
+    monkeypatch.setattr(loop_mod, "train_one_epoch", interrupted_second_epoch)
     code, err = _exit_code_and_error(["deep-train", *flags, "--epochs", "3"], capsys)
     assert code == 130 and err.count("\n") == 1 and "deep-train --resume --out" in err
     calls["n"] = 1  # the next call is the interrupted one: before any checkpoint
@@ -437,7 +433,7 @@ def test_compiled_bf16_run_on_cpu_checkpoints_plain_keys_and_resumes(tmp_path):
     cfg = tiny(tmp_path, compile=True, amp=True, epochs=2, predictor="directpred")
     first = train(cfg, stop_after_epochs=1)
     checkpoint = torch.load(Path(cfg.out) / "checkpoint.pt", weights_only=False)
-    plain = train_mod.build_online(cfg.resolve(), 1)  # digits: one channel
+    plain = config_mod.build_online(cfg.resolve(), 1)  # digits: one channel
     assert checkpoint["online"].keys() == plain.state_dict().keys()  # no "_orig_mod." prefixes
     plain.load_state_dict(checkpoint["online"])
     assert first.online.predictor.tracker.value.dtype == torch.float32  # F̂ and W_p stay float32 under bf16

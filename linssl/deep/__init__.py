@@ -1,1 +1,6 @@
-"""Deep backend: dataset readers, batched augmentations, ResNets, the DirectPred/DirectCopy trainer, evaluation."""
+"""The deep backend: ResNets trained with DirectCopy, DirectPred, DirectSet(α) or a trained predictor.
+
+Floors: ``models`` / ``augment`` / ``datasets`` / ``lars`` (parts) -> ``config`` (``DeepConfig`` and
+the builders), ``schedules``, ``ranks``, ``sharding``, ``step`` (one ``TrainingStep``), ``monitor``,
+``checkpoint``, ``evaluate`` -> ``loop`` (the training loop) -> ``cli_train`` / ``cli_eval`` (faces).
+"""

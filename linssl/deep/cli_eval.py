@@ -25,7 +25,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from linssl.deep import datasets
-    from linssl.deep.train import evaluate_backbone, load_run, select_device
+    from linssl.deep.checkpoint import load_run
+    from linssl.deep.monitor import evaluate_backbone
+    from linssl.deep.ranks import select_device
     from linssl.io import write_json
 
     run_dir = Path(args.run_dir)

@@ -21,7 +21,7 @@ DATASET_NAMES = ("stl10", "cifar10", "cifar100", "imagenet", "digits")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from linssl.deep.train import DEVICES, OPTIMIZERS, PROJECTORS, SCHEDULES, STEMS
+    from linssl.deep.config import DEVICES, OPTIMIZERS, PROJECTORS, SCHEDULES, STEMS
 
     flag = argparse.BooleanOptionalAction
     data = parser.add_argument_group("data and run")
@@ -108,7 +108,7 @@ def merged_config(args: argparse.Namespace):
     """Defaults < RUN_DIR/config.json (with --resume) < --config TOML < flags."""
     import json
 
-    from linssl.deep.train import LEGACY_DEFAULTS, config_fields, config_from_dict
+    from linssl.deep.config import LEGACY_DEFAULTS, config_fields, config_from_dict
 
     given = {name: getattr(args, name) for name in config_fields() if getattr(args, name, None) is not None}
     from_file = read_toml(args.config) if args.config else {}
@@ -138,7 +138,8 @@ def merged_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from linssl.deep.train import CHECKPOINT, train
+    from linssl.deep.config import CHECKPOINT
+    from linssl.deep.loop import train
 
     if args.stop_after_epochs is not None and args.stop_after_epochs < 1:
         raise LinsslError(f"--stop-after-epochs must be >= 1, got {args.stop_after_epochs}")
