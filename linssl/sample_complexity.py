@@ -2,7 +2,8 @@
 
 Prints measured excess risk (mean and 95% CI of the mean over seeds) beside the closed form
 bias + (σ_ν² + bias) p / (n − p − 1) on a grid of n, the n each representation needs to reach a
-target risk, and their ratio (≈ d/r). ``--json`` and ``--plot`` write the curves atomically.
+target risk, and their ratio (≈ d/r). ``--json`` and ``--plot`` write the curves atomically. Called as a
+function, ``linssl.sample_complexity(dim=50, ...)`` is ``linssl.api.sample_complexity``.
 """
 
 from __future__ import annotations
@@ -176,6 +177,13 @@ def run(args: argparse.Namespace) -> int:
         plot_curves(result, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+# ``linssl.sample_complexity(...)`` calls the API function (linssl/_callable.py says why the module is callable)
+from linssl._callable import make_callable  # noqa: E402
+from linssl.api import sample_complexity as _sample_complexity  # noqa: E402
+
+make_callable(__name__, _sample_complexity)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Flags -> ``SimConfig`` -> ``linssl.linear.simulation.run_simulation`` -> a table on stdout (per feature the
 predicted and simulated kept/discarded decision and squared gain, the threshold, the alignment, a verdict),
-optionally the result as JSON and the gain trajectories as a figure.
+optionally the result as JSON and the gain trajectories as a figure. Called as a function,
+``linssl.simulate(wd=0.05, ...)`` is ``linssl.api.simulate``: the flags as keyword arguments.
 """
 
 from __future__ import annotations
@@ -197,6 +198,13 @@ def main(argv=None) -> int:
     from linssl.cli import command_main
 
     return command_main("linssl.simulate", "python -m linssl.simulate", argv)
+
+
+# ``linssl.simulate(...)`` calls the API function (linssl/_callable.py says why the module is callable)
+from linssl._callable import make_callable  # noqa: E402
+from linssl.api import simulate as _simulate  # noqa: E402
+
+make_callable(__name__, _simulate)
 
 
 if __name__ == "__main__":

@@ -110,9 +110,23 @@ def preset(dataset: str) -> AugmentConfig:
         return AugmentConfig(out_size=96, jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5, **norm)
     if dataset == "imagenet":
         return AugmentConfig(out_size=224, jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.5, **norm)
-    # digits: 8 px, one channel, not flip-invariant
-    return AugmentConfig(out_size=8, crop_scale=(0.5, 1.0), flip_p=0.0, jitter=(0.4, 0.4, 0.0, 0.0),
-                         gray_p=0.0, blur_p=0.0, **norm)
+    if dataset == "digits":  # 8 px, one channel, not flip-invariant
+        return AugmentConfig(out_size=8, crop_scale=(0.5, 1.0), flip_p=0.0, jitter=(0.4, 0.4, 0.0, 0.0),
+                             gray_p=0.0, blur_p=0.0, **norm)
+    return preset_for(spec)
+
+
+def preset_for(spec) -> AugmentConfig:
+    """Augmentations for images the registry does not know (``linssl.deep.train`` on the user's data):
+    the CIFAR preset up to 64 px, the STL-10 one (stronger jitter, blur) above; colour operations only
+    for three channels; normalised with ``spec``'s measured mean/std."""
+    norm = {"mean": spec.mean, "std": spec.std}
+    colour = {} if spec.channels == 3 else {"jitter": (0.4, 0.4, 0.0, 0.0), "gray_p": 0.0}
+    if spec.image_size <= 64:
+        return AugmentConfig(**{"out_size": spec.image_size, "jitter": (0.4, 0.4, 0.4, 0.1), "blur_p": 0.0,
+                                **colour, **norm})
+    return AugmentConfig(**{"out_size": spec.image_size, "jitter": (0.8, 0.8, 0.8, 0.2), "blur_p": 0.5,
+                            **colour, **norm})
 
 
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:

@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from linssl.deep import datasets
 from linssl.deep.config import (
     ARCHITECTURE_FIELDS,
     CHECKPOINT,
+    CUSTOM,
     LEGACY_DEFAULTS,
     SCHEDULE_FIELDS,
     DeepConfig,
@@ -85,13 +87,20 @@ def append_metrics(path: Path, line: dict[str, Any]) -> None:
     with open(path, "a") as fh:
         fh.write(json.dumps(to_jsonable(line), allow_nan=True) + "\n")
 
-def load_run(run_dir: str | os.PathLike, device: torch.device) -> tuple[DeepConfig, OnlineNetwork, dict[str, Any]]:
-    """Config, online network (weights of the last checkpoint) and checkpoint of a run folder."""
+
+def load_run(run_dir: str | os.PathLike, device: torch.device, backbone: nn.Module | None = None,
+             feature_dim: int | None = None) -> tuple[DeepConfig, OnlineNetwork, dict[str, Any]]:
+    """Config, online network (weights of the last checkpoint) and checkpoint of a run folder.
+
+    A run that trained the user's own backbone (arch ``custom``) needs that ``backbone`` again."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LinsslError(f"run folder {run_dir} does not exist")
     checkpoint = load_checkpoint(run_dir / CHECKPOINT, "train at least one epoch with deep-train first")
     cfg = config_from_dict(checkpoint["config"], f"{run_dir / CHECKPOINT}").resolve()
-    online = build_online(cfg, datasets.get_spec(cfg.dataset).channels)
+    if cfg.dataset == CUSTOM:
+        raise LinsslError(f"{run_dir} trained on images given in Python (dataset = custom): evaluate it there, "
+                          "with linssl.deep.evaluate on your own splits")
+    online = build_online(cfg, datasets.get_spec(cfg.dataset).channels, backbone, feature_dim)
     online.load_state_dict(checkpoint["online"])
     return cfg, online.to(device), checkpoint

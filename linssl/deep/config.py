@@ -27,6 +27,9 @@ from linssl.deep.models import (
 )
 from linssl.errors import LinsslError, check_number, check_seed
 
+#: the dataset / arch a run records when it trained on the user's own images / backbone (Python API)
+CUSTOM = "custom"
+
 DIRECT_PREDICTORS = ("directcopy", "directpred", "directset")
 PROJECTORS = {"directpred": (512, 128), "byol": (4096, 256)}
 OPTIMIZERS = ("sgd", "lars")
@@ -104,10 +107,12 @@ class DeepConfig:
     def resolve(self) -> DeepConfig:
         """Check every value (``LinsslError``) and fill the defaults that depend on other fields."""
         _check_field_types(self)
-        datasets.get_spec(self.dataset)
+        if self.dataset != CUSTOM:  # "custom": the images given to linssl.deep.train
+            datasets.get_spec(self.dataset)
         if not self.out:
             raise LinsslError("give the run folder with --out RUN_DIR")
-        choices = {"arch": ARCHS, "stem": STEMS, "predictor": tuple(PREDICTOR_HEADS), "projector": tuple(PROJECTORS),
+        choices = {"arch": (*ARCHS, CUSTOM), "stem": STEMS, "predictor": tuple(PREDICTOR_HEADS),
+                   "projector": tuple(PROJECTORS),
                    "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES, "ema_schedule": SCHEDULES, "device": DEVICES,
                    "jitter_order": augment_mod.JITTER_ORDERS}
         for name, allowed in choices.items():
@@ -222,14 +227,25 @@ def build_optimizer(module: nn.Module, cfg: DeepConfig) -> torch.optim.Optimizer
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 
-def build_online(cfg: DeepConfig, channels: int) -> OnlineNetwork:
-    """Backbone + projector + predictor head of a resolved config, initialised from ``cfg.seed``."""
+def build_online(cfg: DeepConfig, channels: int, backbone: nn.Module | None = None,
+                 feature_dim: int | None = None) -> OnlineNetwork:
+    """Backbone + projector + predictor head of a resolved config, initialised from ``cfg.seed``.
+
+    ``backbone``: the user's own module (``cfg.arch == "custom"``) with output size ``feature_dim``;
+    default the one ``cfg.arch`` names."""
     torch.manual_seed(cfg.seed)
-    backbone = build_backbone(cfg.arch, channels, cfg.stem, cfg.width)
-    projector = mlp(backbone.feature_dim, int(cfg.proj_hidden), int(cfg.proj_dim))
+    if backbone is None:
+        if cfg.arch == CUSTOM:
+            raise LinsslError("this run trained its own backbone (arch = custom): pass that backbone again")
+        backbone = build_backbone(cfg.arch, channels, cfg.stem, cfg.width)
+        feature_dim = backbone.feature_dim
+    projector = mlp(int(feature_dim), int(cfg.proj_hidden), int(cfg.proj_dim))
     return OnlineNetwork(backbone, projector, build_predictor(cfg.predictor, int(cfg.proj_dim), head_config(cfg)))
 
 
-def augment_config(cfg: DeepConfig) -> augment_mod.AugmentConfig:
-    aug = dataclasses.replace(augment_mod.preset(cfg.dataset), jitter_order=cfg.jitter_order)
+def augment_config(cfg: DeepConfig, spec: datasets.DatasetSpec | None = None) -> augment_mod.AugmentConfig:
+    """The dataset's augmentation preset (by image size for the user's own images, whose ``spec`` is
+    then needed), with the run's jitter order and crop scale."""
+    base = augment_mod.preset(cfg.dataset) if cfg.dataset != CUSTOM else augment_mod.preset_for(spec)
+    aug = dataclasses.replace(base, jitter_order=cfg.jitter_order)
     return aug if cfg.crop_scale is None else dataclasses.replace(aug, crop_scale=tuple(cfg.crop_scale))

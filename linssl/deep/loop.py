@@ -38,13 +38,14 @@ from linssl.deep.checkpoint import (
     set_rng_state,
     write_metrics,
 )
-from linssl.deep.config import CHECKPOINT, DeepConfig, augment_config, build_online, build_optimizer
+from linssl.deep.config import CHECKPOINT, CUSTOM, DeepConfig, augment_config, build_online, build_optimizer
 from linssl.deep.models import OnlineNetwork, make_target
 from linssl.deep.monitor import evaluate_backbone, normalised_std, spectra
 from linssl.deep.ranks import Ranks, all_reduce_mean, barrier, init_ranks, select_device
 from linssl.deep.schedules import ema_momentum_at, epoch_seed, lr_at
 from linssl.deep.sharding import device_images, epoch_shard, iterate_batches
 from linssl.deep.step import TrainingStep
+from linssl.deep.userdata import ImageData
 from linssl.errors import DivergenceError, LinsslError
 from linssl.io import write_json
 
@@ -106,16 +107,20 @@ class EpochStats:
     seconds: float
 
 
-def train(cfg: DeepConfig, resume: bool = False, stop_after_epochs: int | None = None) -> TrainResult:
+def train(cfg: DeepConfig, resume: bool = False, stop_after_epochs: int | None = None, *,
+          backbone: nn.Module | None = None, feature_dim: int | None = None, data: ImageData | None = None
+          ) -> TrainResult:
     """Train (or resume) the run of ``cfg`` in ``cfg.out``; see the module docstring.
 
     ``stop_after_epochs`` ends this session after that many epochs (checkpoint written, no probe),
-    for time-limited jobs; ``--resume`` continues it.
+    for time-limited jobs; ``--resume`` continues it. ``backbone`` (output size ``feature_dim``) and
+    ``data`` replace the network ``cfg.arch`` names and the dataset ``cfg.dataset`` names; the config
+    then says ``custom`` (``linssl.deep.train`` sets it).
     """
     cfg = cfg.resolve()
     ranks, owns_group = init_ranks(cfg.device)
     try:
-        s = prepare(cfg, ranks, resume)
+        s = prepare(cfg, ranks, resume, backbone, feature_dim, data)
         writer = _tensorboard(s.run_dir) if ranks.main else None
         stop_at = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, s.epoch + stop_after_epochs)
         while s.epoch < stop_at:
@@ -142,7 +147,8 @@ def train(cfg: DeepConfig, resume: bool = False, stop_after_epochs: int | None =
             dist.destroy_process_group()
 
 
-def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool) -> Session:
+def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool, backbone: nn.Module | None = None,
+            feature_dim: int | None = None, data: ImageData | None = None) -> Session:
     """Check the run folder, load the data, build (or restore) networks and optimiser."""
     run_dir = Path(cfg.out)
     device = select_device(cfg.device, ranks.local_rank)
@@ -161,10 +167,15 @@ def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool) -> Session:
     if cfg.download and ranks.main:
         datasets.download(cfg.dataset, cfg.data_dir)
     barrier(ranks)
-    spec = datasets.resolve_spec(cfg.dataset, cfg.data_dir)
-    pretrain = datasets.load_split(cfg.dataset, cfg.data_dir, "pretrain")
-    train_set = datasets.load_split(cfg.dataset, cfg.data_dir, "train") if ranks.main else None
-    test_set = datasets.load_split(cfg.dataset, cfg.data_dir, "test") if ranks.main else None
+    if (data is None) != (cfg.dataset != CUSTOM):
+        raise LinsslError("dataset = custom goes with images given to linssl.deep.train, and only with them")
+    if data is not None:
+        spec, pretrain, train_set, test_set = data.spec, data.pretrain, data.train, data.test
+    else:
+        spec = datasets.resolve_spec(cfg.dataset, cfg.data_dir)
+        pretrain = datasets.load_split(cfg.dataset, cfg.data_dir, "pretrain")
+        train_set = datasets.load_split(cfg.dataset, cfg.data_dir, "train") if ranks.main else None
+        test_set = datasets.load_split(cfg.dataset, cfg.data_dir, "test") if ranks.main else None
     n = len(pretrain)
     if cfg.batch_size > n:
         raise LinsslError(f"--batch-size {cfg.batch_size} is larger than the {n} pretraining images of {cfg.dataset}")
@@ -172,7 +183,7 @@ def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool) -> Session:
         raise LinsslError(f"--batch-size {cfg.batch_size} must split into >= 2 images on each of {ranks.world} ranks")
     steps_per_epoch = n // cfg.batch_size
 
-    online = build_online(cfg, spec.channels)
+    online = build_online(cfg, spec.channels, backbone, feature_dim)
     if cfg.sync_bn and ranks.world > 1:
         online = nn.SyncBatchNorm.convert_sync_batchnorm(online)
     online.to(device)
@@ -182,7 +193,7 @@ def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool) -> Session:
         target.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(online, cfg)
     s = Session(cfg, ranks, device, run_dir, spec, pretrain, train_set, test_set, device_images(pretrain, device),
-                online, target, online, optimizer, augment_mod.BatchAugment(augment_config(cfg)).to(device), None,
+                online, target, online, optimizer, augment_mod.BatchAugment(augment_config(cfg, spec)).to(device), None,
                 steps_per_epoch, cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch))
     if checkpoint is not None:
         online.load_state_dict(checkpoint["online"])
@@ -261,7 +272,7 @@ def end_of_epoch(s: Session, stats: EpochStats) -> dict[str, Any]:
     knn = None
     if s.epoch == cfg.epochs or (cfg.knn_every > 0 and s.epoch % cfg.knn_every == 0):
         knn = evaluate_backbone(s.online.backbone, cfg, s.train_set, s.test_set, s.spec.num_classes, s.device,
-                                probe=False)["knn_top1"]
+                                probe=False, spec=s.spec)["knn_top1"]
     line = {
         "epoch": s.epoch,
         "step": s.step,
@@ -295,7 +306,7 @@ def finish(s: Session) -> dict[str, Any]:
     """Rank 0, after the last epoch: linear probe + kNN on frozen backbone features -> summary.json."""
     cfg = s.cfg
     final = evaluate_backbone(s.online.backbone, cfg, s.train_set, s.test_set, s.spec.num_classes, s.device,
-                              probe=True)
+                              probe=True, spec=s.spec)
     summary = {
         "dataset": cfg.dataset,
         "predictor": cfg.predictor,

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from linssl.deep import evaluate
+from linssl.deep import datasets, evaluate
 from linssl.deep.config import DeepConfig, augment_config
 from linssl.deep.models import OnlineNetwork
 
@@ -30,10 +30,11 @@ def normalised_std(z: Tensor) -> Tensor:
     return F.normalize(z.detach().float(), dim=1).std(dim=0).mean()
 
 def evaluate_backbone(
-    backbone: nn.Module, cfg: DeepConfig, train_set, test_set, num_classes: int, device: torch.device, probe: bool
+    backbone: nn.Module, cfg: DeepConfig, train_set, test_set, num_classes: int, device: torch.device, probe: bool,
+    spec: datasets.DatasetSpec | None = None,
 ) -> dict[str, Any]:
     """kNN top-1 (k, T from cfg) and, if ``probe``, the linear probe on frozen backbone features."""
-    aug = augment_config(cfg)
+    aug = augment_config(cfg, spec)
     was_training = backbone.training
     train_x, train_y = evaluate.extract_features(backbone, train_set, aug, device, num_workers=cfg.workers, amp=cfg.amp)
     test_x, test_y = evaluate.extract_features(backbone, test_set, aug, device, num_workers=cfg.workers, amp=cfg.amp)
