@@ -63,6 +63,9 @@ def load_checkpoint(path: Path, hint: str = "start the run without --resume") ->
 
 def check_resumable(saved: dict[str, Any], cfg: DeepConfig) -> None:
     saved = {**LEGACY_DEFAULTS, **saved}
+    if saved.get("arch") == CUSTOM and cfg.arch != CUSTOM:
+        raise LinsslError("this run trained its own backbone (arch = custom): pass that backbone again, "
+                          "linssl.deep.train(config, backbone=..., resume=True)")
     for name in ARCHITECTURE_FIELDS + SCHEDULE_FIELDS:
         if name in saved and _comparable(saved[name]) != _comparable(getattr(cfg, name)):
             raise LinsslError(f"checkpoint was trained with {name} = {saved.get(name)!r}, not "
