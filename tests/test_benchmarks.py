@@ -33,6 +33,7 @@ def run_quick(script: str) -> dict:
     return json.loads(lines[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_quick_mode_ends_with_headline_json(script):
     headline = run_quick(script)

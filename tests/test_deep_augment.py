@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import replace
 
 import pytest
@@ -239,21 +238,17 @@ def test_eval_transform_resizes_and_crops():
     torch.testing.assert_close(eval_transform(tall, AugmentConfig(out_size=8)), tall[:, :, 16:24], atol=0, rtol=0)
 
 
-def test_one_batched_call_per_operation_and_fast():
-    """No loop over samples: a 256-image batch costs one grid_sample and two (grouped) convolutions."""
+def test_one_batched_call_per_operation():
+    """No loop over samples: a 256-image batch costs one grid_sample and two (grouped) convolutions
+    (the operation counts say it; the time is the benchmarks' business, not a test's)."""
     from torch.profiler import profile
 
     images = _images(256, size=32)
     aug = BatchAugment(replace(preset("cifar10"), blur_p=0.5))
     aug(images, _gen(0))  # warm-up
     with profile() as prof:
-        start = time.perf_counter()
         out = aug(images, _gen(1))
-        elapsed = time.perf_counter() - start
     counts = {event.key: event.count for event in prof.key_averages()}
     assert counts.get("aten::grid_sampler_2d") == 1
     assert counts.get("aten::conv2d") == 2
-    # measured 0.07 s on an idle core and 1.3 s with two other test runs sharing the 2 cores;
-    # 10 s only guards against pathological slowness under that load
-    assert elapsed < 10.0, elapsed
     assert out.shape == (256, 3, 32, 32) and math.isfinite(float(out.sum()))

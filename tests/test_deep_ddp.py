@@ -35,6 +35,7 @@ def _worker(rank: int, world: int, port: int, out: str, predictor: str) -> None:
                 "summary": result.summary, "main": result.main}, Path(out) / f"rank{rank}.pt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("predictor", ["directpred", "mlp"])
 def test_two_gloo_ranks_stay_identical(tmp_path, predictor):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), predictor), nprocs=2, join=True)

@@ -54,6 +54,7 @@ def test_loss_decreases_along_the_trained_predictor_flow():
     assert np.isfinite(problem.loss(traj.final).numpy()).all()
 
 
+@pytest.mark.slow
 def test_gd_small_lr_matches_flow():
     model, problem = setup("directcopy")
     s0 = initial_state(problem, 4, 0.5, 0)
@@ -65,6 +66,7 @@ def test_gd_small_lr_matches_flow():
     torch.testing.assert_close(g_gd, g_flow, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_sgd_agrees_with_flow_across_seeds():
     """Three seeds as one batch; SGD gains averaged over the last fifth of the run."""
     model, problem = setup("directpred", batch=3)

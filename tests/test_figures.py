@@ -59,6 +59,7 @@ def _check_files(out, stem: str) -> None:
     assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000
 
 
+@pytest.mark.slow
 def test_quick_mode_writes_every_linear_figure_and_skips_the_deep_one(quick_out):
     out, printed, rc = quick_out
     assert rc == 0
@@ -115,6 +116,7 @@ def test_only_rejects_unknown_names_and_deep_run_needs_run(tmp_path, capsys):
 # The figure data, checked against the closed forms (cached: the quick run above computed them).
 
 
+@pytest.mark.slow
 def test_phase_diagram_agrees_with_the_threshold(quick_out):
     data = figure_data("phase", True)
     assert data.kept.any() and (~data.kept).any()
@@ -123,6 +125,7 @@ def test_phase_diagram_agrees_with_the_threshold(quick_out):
     np.testing.assert_allclose(data.boundary_aug_var, 1 / (4 * data.boundary_wd) - 1, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_basin_final_gains(quick_out):
     data = figure_data("basin", True)
     for i in range(len(data.aug_var)):
@@ -138,6 +141,7 @@ def test_basin_final_gains(quick_out):
         assert final[below].max() < 1e-8
 
 
+@pytest.mark.slow
 def test_directset_gains_match_closed_form_for_every_alpha(quick_out):
     data = figure_data("directset", True)
     assert 0.5 in data.alphas and 1.0 in data.alphas
@@ -149,6 +153,7 @@ def test_directset_gains_match_closed_form_for_every_alpha(quick_out):
         np.testing.assert_array_equal(kept, data.aug_var <= theory.threshold_aug_var(data.wd))
 
 
+@pytest.mark.slow
 def test_gain_and_spectrum_figures_end_on_the_closed_form(quick_out):
     gains = figure_data("gains", True)
     np.testing.assert_allclose(gains.gains[-1], gains.predicted, rtol=1e-4, atol=1e-10)
@@ -159,6 +164,7 @@ def test_gain_and_spectrum_figures_end_on_the_closed_form(quick_out):
     assert np.abs(spectra.F_eigs[-1, k:]).max() < 1e-8
 
 
+@pytest.mark.slow
 def test_alignment_decays_from_a_random_rotation(quick_out):
     data = figure_data("alignment", True)
     for curves in data.alignment.values():
@@ -166,6 +172,7 @@ def test_alignment_decays_from_a_random_rotation(quick_out):
             assert curve[0] > 1e-2 and curve[-1] < 1e-6  # starts misaligned, ends diagonal in U
 
 
+@pytest.mark.slow
 def test_downstream_and_cost_data(quick_out):
     res = figure_data("downstream", True).result
     assert res.curves["learned"].features == res.config.rank

@@ -47,6 +47,7 @@ def test_default_aug_var_straddles_both_thresholds():
         assert all(abs(s - star) > 0.1 * star for s in DEFAULT_AUG_VAR)  # none within 10%
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["gd", "sgd"])
 def test_gd_and_sgd_agree_with_theory(mode):
     r = run_simulation(SimConfig(mode=mode, predictor="directcopy", seed=2))
@@ -232,6 +233,7 @@ def test_a_feature_without_augmentation_variance_is_kept_at_its_closed_form():
     assert r.features[0].gain_sq_simulated == pytest.approx(p_plus**2, rel=1e-6)  # converged flow: ~1e-9
 
 
+@pytest.mark.slow
 def test_frobenius_growth_is_explained_not_blamed_on_the_step():
     """F/‖F‖_F keeps every p_i < 1, so ‖W‖ grows for ever at this η: the error says so, not "smaller step"."""
     from linssl.errors import DivergenceError
@@ -241,6 +243,7 @@ def test_frobenius_growth_is_explained_not_blamed_on_the_step():
     assert "init-scale" not in str(info.value) and "--lr" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_sgd_collapse_hint_points_at_the_lagging_estimate():
     """SPEC §3's pitfall: η = 0.07, σ² = 1.5 from init scale 1, lr 0.02, ρ 0.99 loses the kept feature
     because F̂ lags W; the hint names ρ and lr, not a larger init (which makes it worse)."""
@@ -285,6 +288,7 @@ def test_a_run_already_slower_than_conv_tol_stops_at_once():
     assert r.converged and r.trajectory.info["t_final"] == 0.0 and r.trajectory.steps == 1
 
 
+@pytest.mark.slow
 def test_sgd_divergence_under_a_held_predictor_names_freq():
     """--freq beyond the run: W_p is set once and held, W grows along it; the hint names --freq too."""
     from linssl.errors import DivergenceError

@@ -36,6 +36,7 @@ def test_registry_covers_every_claim_in_order():
     assert {"modes", "symbolic"} <= set(names)
 
 
+@pytest.mark.slow
 def test_quick_cli_passes_prints_table_and_writes_json(tmp_path, capsys):
     path = tmp_path / "out" / "checks.json"
     assert linssl_main(["check", "--quick", "--json", str(path)]) == 0
@@ -125,10 +126,7 @@ def test_python_m_theory_checks(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "theory_checks", "--list"], capture_output=True, text=True,
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "threshold" in proc.stdout
-    bad = subprocess.run([sys.executable, "-m", "theory_checks", "--only", "x"], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=120)
-    assert bad.returncode == 2 and "unknown check" in bad.stderr
+    assert "threshold" in proc.stdout  # bad input through the same entry: tests/test_hostile.py
 
 
 def test_make_result_fails_on_nan_and_on_listed_failures():
