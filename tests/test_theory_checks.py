@@ -126,7 +126,7 @@ def test_python_m_theory_checks(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "theory_checks", "--list"], capture_output=True, text=True,
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "threshold" in proc.stdout  # bad input through the same entry: tests/test_hostile.py
+    assert "threshold" in proc.stdout  # bad --only: test_bad_flags_exit_2_with_one_line
 
 
 def test_make_result_fails_on_nan_and_on_listed_failures():
