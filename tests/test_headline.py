@@ -98,6 +98,7 @@ def test_recipes_that_disagree_on_the_budget_need_it_given(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"settings": {"byol": {"epochs": 3}}}, "every method shares"),
+    ({"settings": {"byol": {"out": "elsewhere"}}}, "every method shares"),
     ({"settings": {"simclr": {"lr": 1.0}}}, "not among the methods"),
     ({"budget": {"lr": 1.0}}, "method's setting"),
     ({"methods": ["simclr"]}, "no recipe"),
@@ -116,3 +117,15 @@ def test_cli_settings_file_must_hold_one_table_per_method(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "table" in err
     assert not (tmp_path / "h").exists()
+
+
+def test_ctrl_c_says_rerun_to_continue(tmp_path, capsys, monkeypatch):
+    from linssl.deep import loop
+
+    def interrupted(cfg, resume=False):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train", interrupted)
+    assert cli_main(["headline", "--quick", "--out", str(tmp_path / "h")]) == 130
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "rerun the same command" in err[-1]  # the "[1/3] ..." line, then the advice

@@ -11,6 +11,8 @@ command skips finished runs, resumes interrupted ones and extends them when --ep
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from linssl.errors import LinsslError
 
@@ -63,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         results = run_headline(configs, args.out)
     except KeyboardInterrupt:
-        raise LinsslError("interrupted; rerun the same command to continue (finished runs are kept, the "
-                          "interrupted one resumes from its last epoch)") from None
-    print(format_table(results), end="")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank gets the interrupt; one reports
+            sys.stderr.write("linssl headline: interrupted; rerun the same command to continue (finished runs "
+                             "are kept, the interrupted one resumes from its last checkpoint)\n")
+        return 130
+    if results:
+        print(format_table(results), end="")
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -73,10 +74,10 @@ def headline_configs(out: str | Path, methods: Sequence[str] = METHODS, dataset:
     for method, values in settings.items():
         if method not in methods:
             raise LinsslError(f"settings for {method!r}, which is not among the methods ({', '.join(methods)})")
-        shared = sorted(set(k.replace("-", "_") for k in values) & set(SHARED_FIELDS))
+        shared = sorted(set(k.replace("-", "_") for k in values) & {*SHARED_FIELDS, "out"})
         if shared:
-            raise LinsslError(f"settings for {method} set {', '.join(shared)}, which every method shares; "
-                              "give it once for all (e.g. --epochs)")
+            raise LinsslError(f"settings for {method} set {', '.join(shared)}, which every method shares "
+                              "(run folders are OUT/<recipe>); give it once for all (e.g. --epochs)")
     configs: dict[str, DeepConfig] = {}
     for method in methods:
         recipe = f"{method}-{dataset}"
@@ -93,11 +94,15 @@ def headline_configs(out: str | Path, methods: Sequence[str] = METHODS, dataset:
 
 
 def run_headline(configs: Mapping[str, DeepConfig], out: str | Path) -> dict[str, Any]:
-    """Train (skip / resume / extend) each config in turn; write and return the results (see the module doc)."""
+    """Train (skip / resume / extend) each config in turn; write and return the results (see the module doc).
+
+    Under torchrun every rank trains and rank 0 alone reports and writes the results (the others return {}).
+    """
     from linssl.deep.checkpoint import check_resumable
     from linssl.deep.loop import train
 
     out = Path(out)
+    main = os.environ.get("RANK", "0") == "0"
     check_output_path(out / "results.json")
     check_output_path(out / "results.md")
     rows: list[dict[str, Any]] = []
@@ -110,15 +115,18 @@ def run_headline(configs: Mapping[str, DeepConfig], out: str | Path) -> dict[str
             except LinsslError as exc:
                 raise LinsslError(f"{run} holds a finished run with other settings ({exc}); "
                                   "choose another --out") from None
-            print(f"[{i}/{len(configs)}] {recipe}: finished in {run}, skipped", file=sys.stderr)
+            if main:
+                print(f"[{i}/{len(configs)}] {recipe}: finished in {run}, skipped", file=sys.stderr)
         else:
             resume = (run / CHECKPOINT).is_file()
-            print(f"[{i}/{len(configs)}] {recipe}: {'resuming' if resume else 'training'} {cfg.epochs} epochs "
-                  f"in {run}", file=sys.stderr)
+            if main:
+                print(f"[{i}/{len(configs)}] {recipe}: {'resuming' if resume else 'training'} {cfg.epochs} "
+                      f"epochs in {run}", file=sys.stderr)
             summary = train(cfg, resume=resume).summary
-        rows.append(_row(recipe, run, summary))
-        write_results(out, configs, rows)
-    return write_results(out, configs, rows)
+        if main:
+            rows.append(_row(recipe, run, summary))
+            write_results(out, configs, rows)
+    return write_results(out, configs, rows) if main else {}
 
 
 def _finished_summary(run: Path, cfg: DeepConfig) -> dict[str, Any] | None:
