@@ -62,6 +62,23 @@ def test_quick_headline_writes_the_table_and_a_rerun_skips_finished_runs(tmp_pat
     assert err.count("\n") == 1 and "other settings" in err and "lr" in err
 
 
+def test_cifar10_recipes_on_official_format_files(tmp_path, capsys):
+    """The path a GPU run takes (recipes <method>-cifar10, --data-dir), on tiny CIFAR-10 files and the CPU."""
+    from test_deep_datasets import write_fake
+
+    data = tmp_path / "data"
+    write_fake("cifar10", data, n_train=6, n_test=4)
+    out = tmp_path / "headline"
+    # six train images cannot hold out a validation part: the probe's weight decay is fixed
+    assert cli_main(["headline", "--data-dir", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "4",
+                     "--arch", "small", "--knn-k", "3", "--probe-epochs", "2", "--probe-wd", "1e-4", "--device",
+                     "cpu", "--workers", "0", "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["budget"]["dataset"] == "cifar10" and results["budget"]["data_dir"] == str(data)
+    assert [r["recipe"] for r in results["rows"]] == RECIPES and all(r["epochs"] == 1 for r in results["rows"])
+    assert "| byol-cifar10 | mlp | 1 |" in capsys.readouterr().out
+
+
 def test_an_interrupted_method_resumes(tmp_path, capsys):
     configs = headline_configs(tmp_path, ["byol"], budget={"epochs": 2, "progress": False}, quick=True)
     (cfg,) = configs.values()

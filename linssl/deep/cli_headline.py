@@ -44,7 +44,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--compile", action=flag, default=None, help="torch.compile the backbones")
     budget.add_argument("--workers", type=int, default=None, help="DataLoader workers for ImageNet")
     budget.add_argument("--knn-every", type=int, default=None, help="kNN monitor every N epochs (1)")
+    budget.add_argument("--knn-k", type=int, default=None, help="kNN neighbours (200)")
     budget.add_argument("--probe-epochs", type=int, default=None, help="linear-probe epochs at the end (100)")
+    budget.add_argument("--probe-wd", type=float, default=None,
+                        help="fixed probe weight decay (default: chosen on a held-out part of the train split)")
     budget.add_argument("--download", action=flag, default=None, help="fetch STL-10 / CIFAR archives first")
     budget.add_argument("--progress", action=flag, default=None, help="progress bar and epoch lines (on)")
 
