@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "figures": ("linssl.figures.cli", "regenerate every figure from computed data"),
     "deep-train": ("linssl.deep.cli_train", "train a ResNet with DirectCopy / DirectPred / ..."),
     "deep-eval": ("linssl.deep.cli_eval", "linear probe and kNN on a (finished or interrupted) run"),
+    "headline": ("linssl.deep.cli_headline", "DirectCopy vs BYOL vs DirectPred, same budget -> results table"),
+    "export": ("linssl.deep.cli_export", "write a run's backbone as a state_dict (torchvision ResNet names)"),
 }
 
 

@@ -61,12 +61,23 @@ def load_checkpoint(path: Path, hint: str = "start the run without --resume") ->
         raise LinsslError(f"cannot read checkpoint {path} ({type(exc).__name__}); delete it to start afresh") from None
 
 
-def check_resumable(saved: dict[str, Any], cfg: DeepConfig) -> None:
+#: schedule fields --resume may change: the run is re-planned (``schedules.replan``), never below the epochs done
+REPLANNABLE_FIELDS = ("epochs",)
+
+
+def check_resumable(saved: dict[str, Any], cfg: DeepConfig, epochs_done: int = 0) -> None:
+    """Refuse to resume under another architecture or schedule; ``epochs`` may change to any number of
+    epochs at least ``epochs_done`` (extending a finished or interrupted run)."""
     saved = {**LEGACY_DEFAULTS, **saved}
     if saved.get("arch") == CUSTOM and cfg.arch != CUSTOM:
         raise LinsslError("this run trained its own backbone (arch = custom): pass that backbone again, "
                           "linssl.deep.train(config, backbone=..., resume=True)")
+    if cfg.epochs < epochs_done:
+        raise LinsslError(f"the run has already trained {epochs_done} epochs; --epochs {cfg.epochs} would end it "
+                          f"before that: give --epochs >= {epochs_done}")
     for name in ARCHITECTURE_FIELDS + SCHEDULE_FIELDS:
+        if name in REPLANNABLE_FIELDS:
+            continue
         if name in saved and _comparable(saved[name]) != _comparable(getattr(cfg, name)):
             raise LinsslError(f"checkpoint was trained with {name} = {saved.get(name)!r}, not "
                               f"{getattr(cfg, name)!r}; resume with the run's own settings")

@@ -30,7 +30,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--out", default=None, help="run folder (config.json, metrics.jsonl, checkpoint.pt, ...)")
     data.add_argument("--download", action=flag, default=None, help="fetch STL-10 / CIFAR archives first")
     data.add_argument("--config", default=None, metavar="FILE.toml", help="settings file; flags override it")
-    data.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    data.add_argument("--resume", action="store_true",
+                      help="continue from RUN_DIR/checkpoint.pt; with --epochs N, extend a finished run to N epochs")
     data.add_argument("--stop-after-epochs", type=int, default=None,
                       help="end this session after N epochs (checkpointed; --resume continues)")
     net = parser.add_argument_group("network")

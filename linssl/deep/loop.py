@@ -9,6 +9,9 @@ One step, for a batch x and a predictor head that keeps F̂ (``linssl.deep.model
 
 Every epoch: kNN monitor, one line of RUN_DIR/metrics.jsonl, an atomic RUN_DIR/checkpoint.pt.
 At the end: linear probe on frozen backbone features, RUN_DIR/summary.json.
+Resuming with other ``epochs`` (at least the epochs done) extends or re-plans a finished or interrupted
+run: ``schedules.replan`` says what the schedules become; the finished run's summary.json is kept as
+summary-<E>epochs.json.
 All randomness of an epoch (shuffle, augmentations) comes from generators seeded by
 (seed, epoch, stream), so a resumed run repeats an uninterrupted one bit for bit on CPU.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -42,7 +46,7 @@ from linssl.deep.config import CHECKPOINT, CUSTOM, DeepConfig, augment_config, b
 from linssl.deep.models import OnlineNetwork, make_target
 from linssl.deep.monitor import evaluate_backbone, normalised_std, spectra
 from linssl.deep.ranks import Ranks, all_reduce_mean, barrier, init_ranks, select_device
-from linssl.deep.schedules import ema_momentum_at, epoch_seed, lr_at
+from linssl.deep.schedules import ema_momentum_at, epoch_seed, lr_at, replan
 from linssl.deep.sharding import device_images, epoch_shard, iterate_batches
 from linssl.deep.step import TrainingStep
 from linssl.deep.userdata import ImageData
@@ -95,6 +99,7 @@ class Session:
     epoch: int = 0
     step: int = 0
     metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    extensions: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # schedules.replan records
     wall_before: float = 0.0
     started: float = 0.0
 
@@ -156,7 +161,7 @@ def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool, backbone: nn.Module | N
     if not resume and (run_dir / CHECKPOINT).exists():
         raise LinsslError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     if checkpoint is not None:
-        check_resumable(checkpoint["config"], cfg)
+        check_resumable(checkpoint["config"], cfg, epochs_done=checkpoint["epoch"])
     if cfg.sync_bn and device.type != "cuda":
         raise LinsslError("--sync-bn needs CUDA (torch has no CPU SyncBatchNorm); drop it on CPU")
     if cfg.deterministic:
@@ -202,6 +207,16 @@ def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool, backbone: nn.Module | N
         s.epoch, s.step, s.metrics = checkpoint["epoch"], checkpoint["step"], list(checkpoint["metrics"])
         s.wall_before = checkpoint["wall_seconds"]
         set_rng_state(checkpoint["rng"])
+        s.extensions = list(checkpoint.get("extensions", []))
+        planned = int(checkpoint["config"].get("epochs", cfg.epochs))
+        if planned != cfg.epochs:
+            record = replan(s.step, steps_per_epoch, s.warmup_steps, planned, cfg.epochs, cfg.lr, cfg.lr_schedule,
+                            cfg.ema, cfg.ema_schedule)
+            s.extensions.append(record)
+            if ranks.main:
+                print(record["note"], file=sys.stderr)
+                if s.epoch >= planned and (run_dir / "summary.json").is_file():  # the finished run's result
+                    os.replace(run_dir / "summary.json", run_dir / f"summary-{s.epoch}epochs.json")
     if cfg.compile:
         online.backbone.compile()
         target[0].compile()
@@ -285,6 +300,7 @@ def end_of_epoch(s: Session, stats: EpochStats) -> dict[str, Any]:
         "images_per_second": s.steps_per_epoch * cfg.batch_size / stats.seconds,
         "epoch_seconds": stats.seconds,
         "wall_seconds": s.wall_before + time.perf_counter() - s.started,
+        "epochs_planned": cfg.epochs,
     }
     s.metrics.append(line)
     append_metrics(s.run_dir / "metrics.jsonl", line)
@@ -296,6 +312,7 @@ def end_of_epoch(s: Session, stats: EpochStats) -> dict[str, Any]:
         "step": s.step,
         "rng": rng_state(),
         "metrics": s.metrics,
+        "extensions": s.extensions,
         "wall_seconds": line["wall_seconds"],
         "config": dataclasses.asdict(cfg),
     })
@@ -320,6 +337,7 @@ def finish(s: Session) -> dict[str, Any]:
         "images_per_second": _mean_images_per_second(s.metrics),
         "device": _device_name(s.device),
         "world_size": s.ranks.world,
+        "extensions": s.extensions,
         "config": dataclasses.asdict(cfg),
     }
     write_json(s.run_dir / "summary.json", summary)

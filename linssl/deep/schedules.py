@@ -29,3 +29,44 @@ def epoch_seed(seed: int, epoch: int, stream: int) -> int:
     """A 63-bit seed for (seed, epoch, stream): independent generators per epoch and per use."""
     words = np.random.SeedSequence([seed, epoch, stream]).generate_state(2, dtype=np.uint32)
     return int((int(words[0]) << 31) ^ int(words[1]))
+
+
+def replan(step: int, steps_per_epoch: int, warmup_steps: int, epochs_before: int, epochs_after: int,
+           base_lr: float, lr_schedule: str, ema: float, ema_schedule: str) -> dict:
+    """What changing a run's planned epochs at ``step`` does to its schedules (``deep-train --resume --epochs``).
+
+    The re-plan: from ``step`` on, lr and target momentum are those of a run planned for ``epochs_after``
+    from the start, i.e. ``lr_at(k, K', K_w, lr)`` and ``ema_momentum_at(k, K', m)`` with
+    K' = epochs_after · steps_per_epoch, for k ≥ step; the steps already taken followed the old total K.
+    Warm-up is counted in steps from step 0 and does not depend on the total. A constant schedule is
+    therefore unchanged; a cosine one jumps at ``step`` from its old-plan value to the new plan's
+    (up, when extending a finished cosine run whose lr had decayed to 0) and then decays to 0 at K'
+    (the momentum rises to 1 at K'). Returns the record that is stored with the run, ``note`` included.
+    """
+    old_total, new_total = epochs_before * steps_per_epoch, epochs_after * steps_per_epoch
+    record = {
+        "at_step": step,
+        "at_epoch": step // steps_per_epoch,
+        "epochs_before": epochs_before,
+        "epochs_after": epochs_after,
+        "total_steps_before": old_total,
+        "total_steps_after": new_total,
+        "lr_before": lr_at(step, old_total, warmup_steps, base_lr, lr_schedule),
+        "lr_after": lr_at(step, new_total, warmup_steps, base_lr, lr_schedule),
+        "ema_before": ema_momentum_at(step, old_total, ema, ema_schedule),
+        "ema_after": ema_momentum_at(step, new_total, ema, ema_schedule),
+    }
+    verb = "extended" if epochs_after > epochs_before else "re-planned"
+    head = f"run {verb} from {epochs_before} to {epochs_after} epochs at step {step}"
+    if lr_schedule != "cosine" and ema_schedule != "cosine":
+        record["note"] = f"{head}: lr and EMA momentum are constant, nothing to re-plan"
+        return record
+    parts = []
+    if lr_schedule == "cosine":
+        parts.append(f"lr {record['lr_before']:.6g} -> {record['lr_after']:.6g}, then cosine to 0 at step {new_total}")
+    if ema_schedule == "cosine":
+        parts.append(f"EMA momentum {record['ema_before']:.6g} -> {record['ema_after']:.6g}, then cosine to 1 at "
+                     f"step {new_total}")
+    record["note"] = (f"{head}: from here the schedules are those of a run planned for {epochs_after} epochs "
+                      f"({'; '.join(parts)})")
+    return record
