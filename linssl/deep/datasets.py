@@ -16,6 +16,7 @@ naming the file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -336,7 +337,14 @@ def _load_imagenet(root: Path, split: str) -> ImageFolderDataset:
 
 
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """All 1797 digits as uint8 (N, 1, 8, 8) with values round(x · 255 / 16), and int64 labels."""
+    """All 1797 digits as uint8 (N, 1, 8, 8) with values round(x · 255 / 16), and int64 labels (fresh
+    copies of arrays parsed once per process: scikit-learn re-reads its CSV on every call)."""
+    images, labels = _digits_parsed()
+    return images.copy(), labels.copy()
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_parsed() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
