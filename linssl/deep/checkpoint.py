@@ -17,11 +17,11 @@ from linssl.deep import datasets
 from linssl.deep.config import (
     ARCHITECTURE_FIELDS,
     CHECKPOINT,
-    LEGACY_DEFAULTS,
     SCHEDULE_FIELDS,
     DeepConfig,
     build_online,
     config_from_dict,
+    upgrade_saved,
 )
 from linssl.deep.models import OnlineNetwork
 from linssl.errors import LinsslError
@@ -60,7 +60,7 @@ def load_checkpoint(path: Path, hint: str = "start the run without --resume") ->
 
 
 def check_resumable(saved: dict[str, Any], cfg: DeepConfig) -> None:
-    saved = {**LEGACY_DEFAULTS, **saved}
+    saved = upgrade_saved(saved, "the checkpoint's config")  # old names (ema) renamed, later settings' old values
     for name in ARCHITECTURE_FIELDS + SCHEDULE_FIELDS:
         if name in saved and _comparable(saved[name]) != _comparable(getattr(cfg, name)):
             raise LinsslError(f"checkpoint was trained with {name} = {saved.get(name)!r}, not "
