@@ -61,7 +61,10 @@ def merged_config(args: argparse.Namespace):
     from_file = normalise_keys(read_toml(args.config), args.config) if args.config else {}
     config_from_dict(from_file, args.config or "config")  # a file's bad values raise, naming the file
     recipe = given.get("recipe") or from_file.get("recipe")
-    values: dict[str, Any] = dict(load_recipe(recipe).values, recipe=recipe) if recipe else {}
+    values: dict[str, Any] = {}
+    if recipe:
+        values = dict(normalise_keys(load_recipe(recipe).values, f"recipe {recipe}"), recipe=recipe)
+        config_from_dict(values, f"recipe {recipe}")  # a bad value raises, naming the recipe
     if args.resume:
         out = given.get("out") or from_file.get("out")
         if not out:
