@@ -314,6 +314,8 @@ def test_a_run_saved_with_ema_and_without_the_new_settings_resumes(tmp_path):
     saved = json.loads((out / "config.json").read_text())
     assert saved["ema_momentum"] == 0.99 and "ema" not in saved and saved["proj_bn_affine"] is True
     assert math.isfinite(json.loads((out / "summary.json").read_text())["linear_top1"])
+    # another recipe on --resume would be silently replaced by the saved values: refused, one line
+    assert cli_main(["deep-train", "--resume", "--out", str(out), "--recipe", "byol-cifar10"]) == 2
     with pytest.raises(LinsslError, match="ema_momentum"):
         config_from_dict({"ema": 0.9, "ema_momentum": 0.9}, "x.toml")  # one value per setting
 

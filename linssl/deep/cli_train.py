@@ -48,8 +48,8 @@ def read_toml(path: str) -> dict[str, Any]:
 def merged_config(args: argparse.Namespace):
     """Defaults < --recipe < RUN_DIR/config.json (with --resume) < --config TOML < flags.
 
-    A resumed run keeps every setting it was saved with (a recipe named again changes nothing); the
-    TOML file and the flags may then only repeat them (resume refuses a changed schedule or network).
+    A resumed run keeps every setting it was saved with; the TOML file and the flags may then only repeat
+    them (resume refuses a changed network, schedule or recipe).
     """
     import json
 

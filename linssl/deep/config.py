@@ -39,14 +39,15 @@ CHECKPOINT = "checkpoint.pt"
 ARCHITECTURE_FIELDS = ("dataset", "arch", "stem", "width", "predictor", "projector", "proj_hidden", "proj_dim",
                        "proj_bn_affine", "pred_hidden")
 #: Fields that shape the schedules, the views and the predictor of a run: changing one on --resume would
-#: silently bend the lr / EMA schedules (or the predictor rule) mid-run, so resume refuses it too.
+#: silently bend the lr / EMA schedules (or the predictor rule) mid-run, so resume refuses it too (and
+#: another --recipe, whose values the saved ones would silently replace).
 SCHEDULE_FIELDS = ("alpha", "norm", "eps", "rho", "freq", "epochs", "batch_size", "lr", "lr_scaling", "momentum", "wd",
                    "optimizer", "lars_eta", "lars_clip", "lr_schedule", "warmup_epochs", "exclude_bn_bias_wd",
                    "ema_momentum", "ema_schedule", "crop_scale", "jitter", "jitter_p", "gray_p", "blur_p",
-                   "solarize_p", "jitter_order", "seed")
+                   "solarize_p", "jitter_order", "seed", "recipe")
 #: settings added since older runs were saved, with the value those runs used (--resume keeps it)
 LEGACY_DEFAULTS: dict[str, Any] = {"jitter_order": "fixed", "proj_bn_affine": True, "lr_scaling": "none",
-                                   "lars_eta": 0.001, "lars_clip": False, "solarize_p": (0.0, 0.0)}
+                                   "lars_eta": 0.001, "lars_clip": False, "solarize_p": (0.0, 0.0), "recipe": ""}
 #: settings renamed since older runs were saved: old name -> new name (same meaning and value)
 LEGACY_NAMES = {"ema": "ema_momentum"}
 

@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any
 
 from linssl.deep.config import DeepConfig, field_choices
+from linssl.deep.recipes import recipe_names
 
 GROUPS = ("data and run", "network", "predictor", "optimisation", "augmentation", "execution", "evaluation")
 
@@ -21,7 +22,8 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "dataset": ("data and run", "dataset to pretrain on"),
     "data_dir": ("data and run", "folder holding the dataset's official files"),
     "out": ("data and run", "run folder (config.json, metrics.jsonl, checkpoint.pt, ...)"),
-    "recipe": ("data and run", "reference recipe to start from (linssl recipes lists them); other flags override it"),
+    "recipe": ("data and run", "reference recipe to start from: " + ", ".join(recipe_names())
+                               + " (linssl recipes shows their sources); other flags override it"),
     "download": ("data and run", "fetch STL-10 / CIFAR archives first"),
     "arch": ("network", "backbone"),
     "stem": ("network", "ResNet stem: cifar (3x3, no max-pool) or imagenet (7x7 + max-pool); auto: cifar for "
@@ -79,6 +81,10 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "probe_wd": ("evaluation", "fixed probe weight decay (if not given: chosen on a held-out part of the train split)"),
 }
 
+#: metavars where the field's name or its choices would read worse
+METAVARS = {"out": "RUN_DIR", "data_dir": "DIR", "recipe": "NAME", "crop_scale": ("LO", "HI"),
+            "jitter": ("B", "C", "S", "H"), "blur_p": ("P1", "P2"), "solarize_p": ("P1", "P2")}
+
 _SCALARS = {"int": int, "float": float, "str": str}
 
 
@@ -106,6 +112,8 @@ def flag_spec(field: dataclasses.Field) -> dict[str, Any]:
     choices = field_choices().get(field.name)
     if choices is not None:
         spec["choices"] = choices
+    if field.name in METAVARS:
+        spec["metavar"] = METAVARS[field.name]
     return spec
 
 
