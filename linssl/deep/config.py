@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from linssl import predictors
 from linssl.deep import augment as augment_mod
 from linssl.deep import datasets
 from linssl.deep.lars import LARS
@@ -25,6 +26,7 @@ from linssl.deep.models import (
     build_predictor,
     mlp,
 )
+from linssl.deep.recipes import recipe_names
 from linssl.errors import LinsslError, check_number, check_seed
 
 DIRECT_PREDICTORS = ("directcopy", "directpred", "directset")
@@ -187,12 +189,10 @@ class DeepConfig:
 
 
 def field_choices() -> dict[str, tuple[str, ...]]:
-    """The allowed values of every field that has a fixed set of them (resolve and the flags share it)."""
-    from linssl.deep.recipes import recipe_names
-    from linssl.predictors import NORMS
-
+    """The allowed values of every field that has a fixed set of them (resolve and the flags share it), read
+    from their registries each time: a dataset, norm or recipe added there is accepted everywhere."""
     return {"dataset": tuple(datasets.DATASETS), "recipe": recipe_names(), "arch": ARCHS, "stem": STEMS,
-            "predictor": tuple(PREDICTOR_HEADS), "norm": NORMS, "projector": tuple(PROJECTORS),
+            "predictor": tuple(PREDICTOR_HEADS), "norm": predictors.NORMS, "projector": tuple(PROJECTORS),
             "optimizer": OPTIMIZERS, "lr_scaling": LR_SCALINGS, "lr_schedule": SCHEDULES,
             "ema_schedule": SCHEDULES, "device": DEVICES, "jitter_order": augment_mod.JITTER_ORDERS}
 
