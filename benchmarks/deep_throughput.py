@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     training_step = TrainingStep(online, target, optimizer, amp=amp)
 
     def network(x1: torch.Tensor, x2: torch.Tensor) -> None:
-        training_step(x1, x2, cfg.ema)
+        training_step(x1, x2, cfg.ema_momentum)
 
     online.train()
     target.train()

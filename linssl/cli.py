@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deep-eval": ("linssl.deep.cli_eval", "linear probe and kNN on a (finished or interrupted) run"),
     "headline": ("linssl.deep.cli_headline", "DirectCopy vs BYOL vs DirectPred, same budget -> results table"),
     "export": ("linssl.deep.cli_export", "write a run's backbone as a state_dict (torchvision ResNet names)"),
+    "recipes": ("linssl.deep.cli_recipes", "the reference recipes of deep-train --recipe, with their sources"),
 }
 
 

@@ -81,7 +81,7 @@ def test_extending_a_constant_schedule_run_equals_the_longer_run_bit_for_bit(tmp
 
 
 def test_cosine_schedules_follow_the_longer_plan_after_the_extension(tmp_path, capsys):
-    cosine = dict(lr_schedule="cosine", ema_schedule="cosine", ema=0.99)
+    cosine = dict(lr_schedule="cosine", ema_schedule="cosine", ema_momentum=0.99)
     run = tmp_path / "run"
     train(tiny(run, epochs=2, **cosine))
     capsys.readouterr()

@@ -130,7 +130,7 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
     with pytest.raises(LinsslError, match="directset needs --alpha"):
         tiny(tmp_path, predictor="directset").resolve()
     with pytest.raises(LinsslError, match="--ema"):
-        tiny(tmp_path, ema=1.5).resolve()
+        tiny(tmp_path, ema_momentum=1.5).resolve()
     resolved = tiny(tmp_path, predictor="directcopy").resolve()
     assert (resolved.norm, resolved.eps, resolved.stem) == ("spectral", 0.01, "cifar")
     assert DeepConfig(dataset="imagenet", out="x").resolve().stem == "imagenet"
@@ -208,7 +208,7 @@ def test_resume_refuses_changed_schedule_settings(tmp_path):
     """Changing lr, wd or the EMA on --resume would bend the run mid-way: refused, one line (epochs may
     change: tests/test_deep_extend.py)."""
     train(tiny(tmp_path, epochs=2), stop_after_epochs=1)
-    for change in ({"lr": 0.5}, {"wd": 1e-3}, {"ema": 0.9}):
+    for change in ({"lr": 0.5}, {"wd": 1e-3}, {"ema_momentum": 0.9}):
         with pytest.raises(LinsslError, match=next(iter(change))):
             train(tiny(tmp_path, **{"epochs": 2, **change}), resume=True)
 
@@ -293,7 +293,7 @@ def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
 
 
 def test_target_tracks_online_with_ema_during_training(tmp_path):
-    result = train(tiny(tmp_path, ema=0.0))  # m = 0: the target equals the online network after each step
+    result = train(tiny(tmp_path, ema_momentum=0.0))  # m = 0: the target equals the online network after each step
     online = list(result.online.backbone.parameters()) + list(result.online.projector.parameters())
     for t, o in zip(result.target.parameters(), online, strict=True):
         assert torch.equal(t, o)

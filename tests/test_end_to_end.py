@@ -34,7 +34,8 @@ def test_full_figures(tmp_path):
 
 @pytest.mark.slow
 def test_non_editable_install_runs_check_and_simulate(tmp_path):
-    """`pip install .` (no editable link) must ship theory_checks too: run the faces from another folder."""
+    """`pip install .` (no editable link) must ship theory_checks and the recipe files too: run the faces from
+    another folder."""
     target = tmp_path / "site"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                           "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=600)
@@ -44,6 +45,14 @@ def test_non_editable_install_runs_check_and_simulate(tmp_path):
         proc = subprocess.run([sys.executable, "-c", "import sys; from linssl.cli import main; sys.exit(main())",
                                *args], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
+    # the recipes are package data: listed, and one resolved, from the installed copy
+    run = [sys.executable, "-c", "import sys; from linssl.cli import main; sys.exit(main())"]
+    listing = subprocess.run([*run, "recipes"], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert listing.returncode == 0 and "directpred-stl10" in listing.stdout, listing.stderr[-2000:]
+    printed = subprocess.run([*run, "deep-train", "--recipe", "byol-imagenet", "--print-config"], capture_output=True,
+                             text=True, timeout=300, cwd=tmp_path, env=env)
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    assert json.loads(printed.stdout)["blur_p"] == [1.0, 0.1]
     probe = subprocess.run([sys.executable, "-c", "import theory_checks, linssl; print(theory_checks.__file__)"],
                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert str(target) in probe.stdout

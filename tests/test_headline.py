@@ -95,8 +95,9 @@ def test_configs_layer_recipe_settings_quick_and_budget(tmp_path):
                                budget={"epochs": 7, "batch_size": 64, "data_dir": "DATA"})
     assert list(configs) == RECIPES
     byol, copy = configs["byol-cifar10"], configs["directcopy-cifar10"]
-    assert (byol.predictor, byol.lr, byol.proj_dim) == ("mlp", 0.1, 256)
-    assert (copy.predictor, copy.lr, copy.proj_dim) == ("directcopy", 0.03, 128)
+    assert (byol.predictor, byol.lr, byol.proj_dim, byol.recipe) == ("mlp", 0.1, 256, "byol-cifar10")
+    # the rest is the shipped recipe: solo-learn's LARS at lr 1.0 (× batch/256), BYOL projector 4096 -> 256
+    assert (copy.predictor, copy.lr, copy.lr_scaling, copy.proj_dim) == ("directcopy", 1.0, "linear", 256)
     for cfg in configs.values():
         assert (cfg.dataset, cfg.epochs, cfg.batch_size, cfg.data_dir) == ("cifar10", 7, 64, "DATA")
         assert Path(cfg.out).parent == tmp_path
@@ -107,7 +108,10 @@ def test_configs_layer_recipe_settings_quick_and_budget(tmp_path):
 def test_recipes_that_disagree_on_the_budget_need_it_given(tmp_path, monkeypatch):
     """A recipe with its own epochs (as the recipe files will have): the comparison is refused until the
     budget is given once for all."""
-    monkeypatch.setitem(headline.INTERIM_RECIPES, "byol", {"predictor": "mlp", "epochs": 5})
+    real = headline.recipe_values
+    monkeypatch.setattr(headline, "recipe_values",
+                        lambda recipe, over: {**real(recipe, {}), "epochs": 5, **over} if recipe.startswith("byol")
+                        else real(recipe, over))
     with pytest.raises(LinsslError, match="differ in epochs"):
         headline_configs(tmp_path)
     assert {c.epochs for c in headline_configs(tmp_path, budget={"epochs": 9}).values()} == {9}
@@ -118,7 +122,7 @@ def test_recipes_that_disagree_on_the_budget_need_it_given(tmp_path, monkeypatch
     ({"settings": {"byol": {"out": "elsewhere"}}}, "every method shares"),
     ({"settings": {"simclr": {"lr": 1.0}}}, "not among the methods"),
     ({"budget": {"lr": 1.0}}, "method's setting"),
-    ({"methods": ["simclr"]}, "no recipe"),
+    ({"methods": ["simclr"]}, "unknown recipe"),
     ({"methods": ["byol", "byol"]}, "each method once"),
     ({"settings": {"byol": {"nonsense": 1}}}, "unknown key"),
 ])

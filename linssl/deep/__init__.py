@@ -3,10 +3,11 @@
 ``linssl.deep.train(config, backbone=None, dataset=None)`` is the Python entry (``linssl deep-train``
 is its CLI face); ``DeepConfig`` holds every setting (the CLI flags, one to one).
 
-Floors: ``models`` / ``augment`` / ``datasets`` / ``lars`` (parts) -> ``config`` (``DeepConfig`` and
-the builders), ``schedules``, ``ranks``, ``sharding``, ``step`` (one ``TrainingStep``), ``monitor``,
-``checkpoint``, ``evaluate``, ``userdata`` -> ``loop`` (the training loop) -> ``cli_train`` /
-``cli_eval`` (faces). docs/theory.md §6 describes the recipe.
+Floors: ``models`` / ``augment`` / ``datasets`` / ``lars`` / ``recipes`` (parts) -> ``config``
+(``DeepConfig`` and the builders) -> ``flags`` (deep-train's flags, generated from it), ``schedules``,
+``ranks``, ``sharding``, ``step`` (one ``TrainingStep``), ``monitor``, ``checkpoint``, ``evaluate``,
+``userdata`` -> ``loop`` (the training loop) -> ``cli_train`` / ``cli_eval`` / ``cli_recipes`` /
+``cli_export`` / ``cli_headline`` (faces). docs/theory.md §6 describes the recipe.
 """
 
 from __future__ import annotations

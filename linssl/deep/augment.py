@@ -12,11 +12,14 @@ One call augments a whole batch with per-sample randomness drawn in one go (no l
 3. grayscale with probability ``gray_p`` (luma 0.299 R + 0.587 G + 0.114 B);
 4. Gaussian blur with probability ``blur_p``, σ ~ U[σ_min, σ_max] per sample, separable,
    reflect-padded, as a grouped convolution with one kernel per sample;
-5. normalisation (x − mean) / std.
+5. solarisation with probability ``solarize_p``: x ← 1 − x where x ≥ 0.5 (BYOL);
+6. normalisation (x − mean) / std.
 
 Colour operations are skipped for 1-channel images except brightness and contrast. Randomness is
-drawn on the CPU from ``generator`` (one ``torch.rand(B, 35)``; row i drives sample i) and moved to
-the images' device, so a seed gives the same views on any device up to float rounding.
+drawn on the CPU from ``generator`` (one ``torch.rand(B, 35)``; row i drives sample i, and one more
+``torch.rand(B)`` after it only when ``solarize_p > 0``, so views without solarisation draw what they
+always drew) and moved to the images' device, so a seed gives the same views on any device up to float
+rounding. ``ViewPair`` draws the two views of a step one after the other, each with its own config.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class AugmentConfig:
     jitter_p: float = 0.8
     gray_p: float = 0.2
     blur_p: float = 0.0
+    solarize_p: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
@@ -75,10 +79,10 @@ class AugmentConfig:
             raise LinsslError(f"crop scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
         if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
             raise LinsslError(f"crop ratio must satisfy 0 < min <= max, got {self.crop_ratio}")
-        for name in ("flip_p", "jitter_p", "gray_p", "blur_p"):
+        for name in ("flip_p", "jitter_p", "gray_p", "blur_p", "solarize_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise LinsslError(f"augmentation {name} must lie in [0, 1], got {getattr(self, name)}")
-        if min(self.jitter) < 0 or self.jitter[3] > 0.5:
+        if len(self.jitter) != 4 or min(self.jitter) < 0 or self.jitter[3] > 0.5:
             raise LinsslError(f"jitter strengths must be >= 0 with hue <= 0.5, got {self.jitter}")
         if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
             raise LinsslError(f"blur sigma must satisfy 0 < min <= max, got {self.blur_sigma}")
@@ -314,6 +318,11 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, size: int) -> torch
     return x.view(batch, channels, height, width)
 
 
+def solarize(images: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """x ← 1 − x where x ≥ threshold, else x (images in [0, 1]; BYOL's solarisation, threshold 0.5)."""
+    return torch.where(images >= threshold, 1.0 - images, images)
+
+
 # ---------------------------------------------------------------- the module
 
 
@@ -354,7 +363,26 @@ class BatchAugment(torch.nn.Module):
             lo, hi = cfg.blur_sigma
             blurred = gaussian_blur(x, lo + (hi - lo) * u[:, _SIGMA], cfg.kernel_size)
             x = torch.where(chosen(_BLUR_P, cfg.blur_p), blurred, x)
+        if cfg.solarize_p > 0:
+            u_sol = torch.rand(batch, generator=generator, dtype=torch.float64)
+            if x.device.type == "cuda":
+                u_sol = u_sol.pin_memory().to(x.device, non_blocking=True)
+            picked = (u_sol < cfg.solarize_p).to(x.device).view(-1, 1, 1, 1)
+            x = torch.where(picked, solarize(x), x)
         return normalize(x, self.mean, self.std)
+
+
+class ViewPair(torch.nn.Module):
+    """The two views of a training step, each with its own ``AugmentConfig`` (asymmetric views as in
+    BYOL); view 1 is drawn first, then view 2, from the same generator."""
+
+    def __init__(self, view1: AugmentConfig, view2: AugmentConfig):
+        super().__init__()
+        self.view1, self.view2 = BatchAugment(view1), BatchAugment(view2)
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.view1(images, generator), self.view2(images, generator)
 
 
 def eval_transform(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:

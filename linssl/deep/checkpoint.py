@@ -19,11 +19,11 @@ from linssl.deep.config import (
     ARCHITECTURE_FIELDS,
     CHECKPOINT,
     CUSTOM,
-    LEGACY_DEFAULTS,
     SCHEDULE_FIELDS,
     DeepConfig,
     build_online,
     config_from_dict,
+    upgrade_saved,
 )
 from linssl.deep.models import OnlineNetwork
 from linssl.errors import LinsslError
@@ -68,7 +68,7 @@ REPLANNABLE_FIELDS = ("epochs",)
 def check_resumable(saved: dict[str, Any], cfg: DeepConfig, epochs_done: int = 0) -> None:
     """Refuse to resume under another architecture or schedule; ``epochs`` may change to any number of
     epochs at least ``epochs_done`` (extending a finished or interrupted run)."""
-    saved = {**LEGACY_DEFAULTS, **saved}
+    saved = upgrade_saved(saved, "the checkpoint's config")  # old names (ema) renamed, later settings' old values
     if saved.get("arch") == CUSTOM and cfg.arch != CUSTOM:
         raise LinsslError("this run trained its own backbone (arch = custom): pass that backbone again, "
                           "linssl.deep.train(config, backbone=..., resume=True)")

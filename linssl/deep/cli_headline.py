@@ -18,14 +18,14 @@ from linssl.errors import LinsslError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from linssl.deep.cli_train import DATASET_NAMES
     from linssl.deep.config import DEVICES
+    from linssl.deep.datasets import DATASETS
     from linssl.deep.headline import METHODS
     from linssl.deep.models import ARCHS
 
     flag = argparse.BooleanOptionalAction
     parser.add_argument("--out", required=True, help="folder of the runs and of results.md / results.json")
-    parser.add_argument("--dataset", choices=DATASET_NAMES, default="cifar10",
+    parser.add_argument("--dataset", choices=tuple(DATASETS), default="cifar10",
                         help="the recipes are <method>-DATASET (cifar10)")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated methods, in the order run ({','.join(METHODS)})")

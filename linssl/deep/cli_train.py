@@ -1,8 +1,9 @@
 """Train a ResNet (or the small digits net) with DirectCopy, DirectPred, DirectSet(α) or a trained predictor.
 
-Values come from, in increasing priority: the defaults (DirectPred STL-10 recipe), the run's own
-config.json when resuming, ``--config FILE.toml`` (keys = the long flag names, dashes or
-underscores), and the flags given on the command line.
+Values come from, in increasing priority: the defaults (``DeepConfig``), ``--recipe NAME`` (a reference
+recipe, ``linssl recipes``), the run's own config.json when resuming, ``--config FILE.toml`` (keys = the
+long flag names, dashes or underscores), and the flags given on the command line. The flags themselves
+are generated from ``DeepConfig`` (``linssl.deep.flags``).
 """
 
 from __future__ import annotations
@@ -13,81 +14,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from linssl.deep.augment import JITTER_ORDERS
-from linssl.deep.models import ARCHS, PREDICTOR_HEADS
 from linssl.errors import LinsslError
-
-DATASET_NAMES = ("stl10", "cifar10", "cifar100", "imagenet", "digits")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from linssl.deep.config import DEVICES, OPTIMIZERS, PROJECTORS, SCHEDULES, STEMS
+    from linssl.deep.flags import add_config_flags
 
-    flag = argparse.BooleanOptionalAction
-    data = parser.add_argument_group("data and run")
-    data.add_argument("--dataset", choices=DATASET_NAMES, default=None, help="dataset to pretrain on")
-    data.add_argument("--data-dir", default=None, help="folder holding the dataset's official files")
-    data.add_argument("--out", default=None, help="run folder (config.json, metrics.jsonl, checkpoint.pt, ...)")
-    data.add_argument("--download", action=flag, default=None, help="fetch STL-10 / CIFAR archives first")
+    groups = add_config_flags(parser)
+    data = groups["data and run"]
     data.add_argument("--config", default=None, metavar="FILE.toml", help="settings file; flags override it")
     data.add_argument("--resume", action="store_true",
                       help="continue from RUN_DIR/checkpoint.pt; with --epochs N, extend a finished run to N epochs")
     data.add_argument("--stop-after-epochs", type=int, default=None,
                       help="end this session after N epochs (checkpointed; --resume continues)")
-    net = parser.add_argument_group("network")
-    net.add_argument("--arch", choices=ARCHS, default=None, help="backbone (default resnet18)")
-    net.add_argument("--stem", choices=STEMS, default=None,
-                     help="ResNet stem: cifar (3x3, no max-pool) or imagenet (7x7 + max-pool); auto by dataset")
-    net.add_argument("--width", type=int, default=None, help="channels of the first layer of the small arch (32)")
-    net.add_argument("--projector", choices=tuple(PROJECTORS), default=None,
-                     help="projector preset: directpred 512 -> 128 (default) or byol 4096 -> 256")
-    net.add_argument("--proj-hidden", type=int, default=None, help="projector hidden width (overrides the preset)")
-    net.add_argument("--proj-dim", type=int, default=None, help="projector output m (overrides the preset)")
-    pred = parser.add_argument_group("predictor")
-    pred.add_argument("--predictor", choices=tuple(PREDICTOR_HEADS), default=None,
-                      help="directpred (default), directcopy, directset (needs --alpha), linear or mlp (trained)")
-    pred.add_argument("--alpha", type=float, default=None, help="DirectSet exponent: W_p = g(F)^alpha + eps I")
-    pred.add_argument("--norm", choices=("none", "spectral", "frobenius"), default=None,
-                      help="normalisation g of F (default spectral). DirectCopy's paper constants are unconfirmed: "
-                           "the authors' code used none, another group spectral with eps 0.25")
-    pred.add_argument("--eps", type=float, default=None, help="eps added to the predictor's diagonal (default 0.01)")
-    pred.add_argument("--rho", type=float, default=None, help="EMA of F: F <- rho F + (1 - rho) mean(z z^T) (0.3)")
-    pred.add_argument("--freq", type=int, default=None, help="set W_p from F every FREQ steps (1)")
-    pred.add_argument("--pred-hidden", type=int, default=None, help="hidden width of the mlp predictor (4096)")
-    opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=None, help="epochs (100)")
-    opt.add_argument("--batch-size", type=int, default=None, help="global batch size (128)")
-    opt.add_argument("--lr", type=float, default=None, help="peak learning rate, not batch-scaled (0.03)")
-    opt.add_argument("--momentum", type=float, default=None, help="SGD / LARS momentum (0.9)")
-    opt.add_argument("--wd", type=float, default=None, help="weight decay (4e-4)")
-    opt.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="sgd (default) or lars")
-    opt.add_argument("--lr-schedule", choices=SCHEDULES, default=None, help="constant (default) or cosine")
-    opt.add_argument("--warmup-epochs", type=float, default=None, help="linear lr warm-up epochs (0)")
-    opt.add_argument("--exclude-bn-bias-wd", action=flag, default=None, help="no weight decay on BN and biases")
-    opt.add_argument("--ema", type=float, default=None, help="target momentum m (0.996)")
-    opt.add_argument("--ema-schedule", choices=SCHEDULES, default=None,
-                     help="constant (default) or cosine from m to 1 (BYOL)")
-    opt.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                     help="random-resized-crop area range (default: the dataset's preset)")
-    opt.add_argument("--jitter-order", choices=JITTER_ORDERS, default=None,
-                     help="colour jitter order: random per image (default, as torchvision/BYOL) or fixed b, c, s, h")
-    run = parser.add_argument_group("execution")
-    run.add_argument("--device", choices=DEVICES, default=None, help="auto (default: cuda if present), cpu, cuda")
-    run.add_argument("--amp", action=flag, default=None, help="bf16 autocast")
-    run.add_argument("--compile", action=flag, default=None, help="torch.compile the backbones")
-    run.add_argument("--sync-bn", action=flag, default=None, help="SyncBatchNorm under DDP (torchrun)")
-    run.add_argument("--deterministic", action=flag, default=None, help="torch deterministic algorithms")
-    run.add_argument("--workers", type=int, default=None, help="DataLoader workers for ImageNet (4)")
-    run.add_argument("--seed", type=int, default=None, help="seed of init, shuffles and augmentations (0)")
-    run.add_argument("--progress", action=flag, default=None, help="tqdm progress bar (on)")
-    ev = parser.add_argument_group("evaluation")
-    ev.add_argument("--knn-k", type=int, default=None, help="kNN monitor neighbours (200)")
-    ev.add_argument("--knn-t", type=float, default=None, help="kNN monitor temperature (0.1)")
-    ev.add_argument("--knn-every", type=int, default=None,
-                    help="kNN monitor every N epochs (1; 0 = only after the last epoch, e.g. for ImageNet)")
-    ev.add_argument("--probe-epochs", type=int, default=None, help="linear-probe epochs at the end (100)")
-    ev.add_argument("--probe-wd", type=float, default=None,
-                    help="fixed probe weight decay (default: chosen on a held-out part of the train split)")
+    data.add_argument("--print-config", action="store_true",
+                      help="print the resolved settings as JSON and exit (reads no data, writes nothing)")
 
 
 def read_toml(path: str) -> dict[str, Any]:
@@ -106,14 +47,25 @@ def read_toml(path: str) -> dict[str, Any]:
 
 
 def merged_config(args: argparse.Namespace):
-    """Defaults < RUN_DIR/config.json (with --resume) < --config TOML < flags."""
+    """Defaults < --recipe < RUN_DIR/config.json (with --resume) < --config TOML < flags.
+
+    A resumed run keeps every setting it was saved with; the TOML file and the flags may then only repeat
+    them (resume refuses a changed network, schedule or recipe).
+    """
     import json
 
-    from linssl.deep.config import LEGACY_DEFAULTS, config_fields, config_from_dict
+    from linssl.deep.config import config_fields, config_from_dict, normalise_keys, upgrade_saved
+    from linssl.deep.datasets import DATASETS
+    from linssl.deep.recipes import load_recipe
 
     given = {name: getattr(args, name) for name in config_fields() if getattr(args, name, None) is not None}
-    from_file = read_toml(args.config) if args.config else {}
+    from_file = normalise_keys(read_toml(args.config), args.config) if args.config else {}
+    config_from_dict(from_file, args.config or "config")  # a file's bad values raise, naming the file
+    recipe = given.get("recipe") or from_file.get("recipe")
     values: dict[str, Any] = {}
+    if recipe:
+        values = dict(normalise_keys(load_recipe(recipe).values, f"recipe {recipe}"), recipe=recipe)
+        config_from_dict(values, f"recipe {recipe}")  # a bad value raises, naming the recipe
     if args.resume:
         out = given.get("out") or from_file.get("out")
         if not out:
@@ -128,14 +80,30 @@ def merged_config(args: argparse.Namespace):
                               "settings under 'config') or start a new run") from None
         if not isinstance(saved_values, dict):
             raise LinsslError(f"{saved} does not hold a run's settings (a JSON object)")
-        values.update({**LEGACY_DEFAULTS, **saved_values})  # a run saved before a setting existed keeps its value
-    config_from_dict(from_file, args.config or "config")  # unknown keys raise, naming the file
-    values.update({k.replace("-", "_"): v for k, v in from_file.items()})
+        values.update(upgrade_saved(saved_values, str(saved)))  # old names renamed, later settings' old values
+    values.update(from_file)
     values.update(given)
     cfg = config_from_dict(values, "config")
     if not cfg.dataset:
-        raise LinsslError("give --dataset (stl10, cifar10, cifar100, imagenet or digits)")
+        raise LinsslError(f"give --dataset ({', '.join(DATASETS)}) or --recipe (linssl recipes lists them)")
     return cfg
+
+
+def print_config(cfg) -> None:
+    """The resolved settings as JSON on stdout (what config.json will hold), and the derived values a
+    reader needs on stderr: the peak learning rate and each view's augmentation."""
+    import dataclasses
+    import json
+
+    from linssl.deep.config import peak_lr, view_configs
+
+    print(json.dumps(dataclasses.asdict(cfg), indent=2))
+    views = view_configs(cfg)
+    sys.stderr.write(f"peak lr {peak_lr(cfg):g}" + (f" (= {cfg.lr:g} x {cfg.batch_size} / 256)"
+                                                    if cfg.lr_scaling == "linear" else "") + "\n")
+    for k, view in enumerate(views, 1):
+        sys.stderr.write(f"view {k}: crop {view.crop_scale}, jitter {view.jitter} p {view.jitter_p}, "
+                         f"gray {view.gray_p}, blur {view.blur_p}, solarize {view.solarize_p}\n")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
     if args.stop_after_epochs is not None and args.stop_after_epochs < 1:
         raise LinsslError(f"--stop-after-epochs must be >= 1, got {args.stop_after_epochs}")
     cfg = merged_config(args)
+    if args.print_config:
+        print_config(cfg.resolve(need_out=False))
+        return 0
     try:
         result = train(cfg, resume=args.resume, stop_after_epochs=args.stop_after_epochs)
     except KeyboardInterrupt:

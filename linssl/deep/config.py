@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from linssl import predictors
 from linssl.deep import augment as augment_mod
 from linssl.deep import datasets
 from linssl.deep.lars import LARS
@@ -25,6 +26,7 @@ from linssl.deep.models import (
     build_predictor,
     mlp,
 )
+from linssl.deep.recipes import recipe_names
 from linssl.errors import LinsslError, check_number, check_seed
 
 #: the dataset / arch a run records when it trained on the user's own images / backbone (Python API)
@@ -34,35 +36,47 @@ DIRECT_PREDICTORS = ("directcopy", "directpred", "directset")
 PROJECTORS = {"directpred": (512, 128), "byol": (4096, 256)}
 OPTIMIZERS = ("sgd", "lars")
 SCHEDULES = ("constant", "cosine")
+LR_SCALINGS = ("none", "linear")
 DEVICES = ("auto", "cpu", "cuda")
 STEMS = ("auto", "cifar", "imagenet")
 CHECKPOINT = "checkpoint.pt"
 #: Fields that fix the network's shape: a checkpoint only resumes under the same values.
 ARCHITECTURE_FIELDS = ("dataset", "arch", "stem", "width", "predictor", "projector", "proj_hidden", "proj_dim",
-                       "pred_hidden")
-#: Fields that shape the schedules and the predictor of a run: changing one on --resume would silently
-#: bend the lr / EMA schedules (or the predictor rule) mid-run, so resume refuses it too.
-SCHEDULE_FIELDS = ("alpha", "norm", "eps", "rho", "freq", "epochs", "batch_size", "lr", "momentum", "wd", "optimizer",
-                   "lr_schedule", "warmup_epochs", "exclude_bn_bias_wd", "ema", "ema_schedule", "crop_scale",
-                   "jitter_order", "seed")
+                       "proj_bn_affine", "pred_hidden")
+#: Fields that shape the schedules, the views and the predictor of a run: changing one on --resume would
+#: silently bend the lr / EMA schedules (or the predictor rule) mid-run, so resume refuses it too (and
+#: another --recipe, whose values the saved ones would silently replace).
+SCHEDULE_FIELDS = ("alpha", "norm", "eps", "rho", "freq", "epochs", "batch_size", "lr", "lr_scaling", "momentum", "wd",
+                   "optimizer", "lars_eta", "lars_clip", "lr_schedule", "warmup_epochs", "exclude_bn_bias_wd",
+                   "ema_momentum", "ema_schedule", "crop_scale", "jitter", "jitter_p", "gray_p", "blur_p",
+                   "solarize_p", "jitter_order", "seed", "recipe")
 #: settings added since older runs were saved, with the value those runs used (--resume keeps it)
-LEGACY_DEFAULTS: dict[str, Any] = {"jitter_order": "fixed"}
+LEGACY_DEFAULTS: dict[str, Any] = {"jitter_order": "fixed", "proj_bn_affine": True, "lr_scaling": "none",
+                                   "lars_eta": 0.001, "lars_clip": False, "solarize_p": (0.0, 0.0), "recipe": ""}
+#: settings renamed since older runs were saved: old name -> new name (same meaning and value)
+LEGACY_NAMES = {"ema": "ema_momentum"}
+
 
 @dataclass(frozen=True)
 class DeepConfig:
-    """Everything a deep run depends on (resolved: ``resolve`` fills predictor/projector defaults).
+    """Everything a deep run depends on (resolved: ``resolve`` fills the defaults that depend on others).
 
-    Defaults follow the DirectPred STL-10 recipe (SPEC §6). ``norm``/``eps`` default to spectral /
-    0.01 for every direct predictor; ``proj_hidden``/``proj_dim`` to the ``projector`` preset;
-    ``knn_every``: kNN monitor every N epochs (0: only at the end; the last epoch always has it);
-    ``crop_scale`` overrides the dataset's augmentation preset; ``probe_wd`` fixes the probe's weight
-    decay (default: chosen on a held-out part of the train split); ``lr`` is used as given (no batch
-    scaling); ``batch_size`` is the global batch (split over DDP ranks).
+    Without a recipe (``linssl.deep.recipes``) the network and optimiser follow the DirectPred authors'
+    STL-10 setup (docs/theory.md §6) and the views the dataset's preset (``augment.preset``). ``None``
+    means: ``norm``/``eps`` spectral / 0.01 for every direct predictor; ``proj_hidden``/``proj_dim`` the
+    ``projector`` preset; ``crop_scale``, ``jitter``, ``jitter_p``, ``gray_p``, ``blur_p`` the dataset's
+    augmentation preset; ``exclude_bn_bias_wd`` on for LARS, off for SGD; ``probe_wd`` chosen on a
+    held-out part of the train split. ``stem="auto"``: the CIFAR stem for images of 32 px or less, the
+    ImageNet stem otherwise. ``blur_p``/``solarize_p`` are (view 1, view 2). The peak learning rate is
+    ``lr``, or ``lr · batch_size / 256`` with ``lr_scaling="linear"`` (``peak_lr``); ``batch_size`` is
+    the global batch (split over DDP ranks). ``knn_every``: kNN monitor every N epochs (0: only at the
+    end; the last epoch always has it). ``recipe`` records the recipe a run started from.
     """
 
     dataset: str = ""
     data_dir: str | None = None
     out: str = ""
+    recipe: str = ""
     arch: str = "resnet18"
     stem: str = "auto"
     width: int = 32
@@ -75,19 +89,28 @@ class DeepConfig:
     projector: str = "directpred"
     proj_hidden: int | None = None
     proj_dim: int | None = None
+    proj_bn_affine: bool = True
     pred_hidden: int = 4096
     epochs: int = 100
     batch_size: int = 128
     lr: float = 0.03
+    lr_scaling: str = "none"
     momentum: float = 0.9
     wd: float = 4e-4
     optimizer: str = "sgd"
+    lars_eta: float = 0.001
+    lars_clip: bool = False
     lr_schedule: str = "constant"  # the authors' STL-10 runs; cosine (+ warm-up) for large batches
     warmup_epochs: float = 0.0
-    exclude_bn_bias_wd: bool = False
-    ema: float = 0.996
+    exclude_bn_bias_wd: bool | None = None
+    ema_momentum: float = 0.996
     ema_schedule: str = "constant"
     crop_scale: tuple[float, float] | None = None
+    jitter: tuple[float, float, float, float] | None = None
+    jitter_p: float | None = None
+    gray_p: float | None = None
+    blur_p: tuple[float, float] | None = None
+    solarize_p: tuple[float, float] = (0.0, 0.0)
     jitter_order: str = "random"
     device: str = "auto"
     amp: bool = False
@@ -104,34 +127,34 @@ class DeepConfig:
     progress: bool = True
     download: bool = False
 
-    def resolve(self) -> DeepConfig:
-        """Check every value (``LinsslError``) and fill the defaults that depend on other fields."""
+    def resolve(self, need_out: bool = True, spec: datasets.DatasetSpec | None = None) -> DeepConfig:
+        """Check every value (``LinsslError``) and fill the defaults that depend on other fields.
+        ``need_out=False`` accepts an empty ``out`` (``deep-train --print-config``); ``spec`` describes the
+        user's own images (dataset ``custom``; without it their stem defaults to the CIFAR one)."""
         _check_field_types(self)
-        if self.dataset != CUSTOM:  # "custom": the images given to linssl.deep.train
-            datasets.get_spec(self.dataset)
-        if not self.out:
+        spec = spec if spec is not None or self.dataset == CUSTOM else datasets.get_spec(self.dataset)
+        if need_out and not self.out:
             raise LinsslError("give the run folder with --out RUN_DIR")
-        choices = {"arch": (*ARCHS, CUSTOM), "stem": STEMS, "predictor": tuple(PREDICTOR_HEADS),
-                   "projector": tuple(PROJECTORS),
-                   "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES, "ema_schedule": SCHEDULES, "device": DEVICES,
-                   "jitter_order": augment_mod.JITTER_ORDERS}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
+        for name, allowed in field_choices().items():
+            value = getattr(self, name)  # a run keeps the name of its recipe, even one renamed since
+            if name in ("dataset", "arch") and value == CUSTOM:  # the user's own images / backbone (Python API)
+                continue
+            if value is not None and name != "recipe" and value not in allowed:
                 flag = "--" + name.replace("_", "-")
-                raise LinsslError(f"{flag} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                raise LinsslError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
         positive_ints = ("epochs", "batch_size", "freq", "width", "pred_hidden", "knn_k", "probe_epochs")
         for name in positive_ints:
             if int(getattr(self, name)) < 1:
                 raise LinsslError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "knn_t"):
+        for name in ("lr", "knn_t", "lars_eta"):
             check_number(f"--{name.replace('_', '-')}", getattr(self, name))
         for name in ("wd", "momentum", "warmup_epochs", "probe_wd"):
             check_number(f"--{name.replace('_', '-')}", getattr(self, name), inclusive=True)
         if self.momentum >= 1:
             raise LinsslError(f"--momentum must be below 1, got {self.momentum}")
         check_seed("--seed", self.seed)
-        if not 0.0 <= self.ema <= 1.0:
-            raise LinsslError(f"--ema must be in [0, 1], got {self.ema}")
+        if not 0.0 <= self.ema_momentum <= 1.0:
+            raise LinsslError(f"--ema-momentum must be in [0, 1], got {self.ema_momentum}")
         if not 0.0 <= self.rho < 1.0:
             raise LinsslError(f"--rho must be in [0, 1), got {self.rho}")
         for name in ("proj_hidden", "proj_dim"):  # None: the --projector preset's size
@@ -145,6 +168,10 @@ class DeepConfig:
             lo, hi = self.crop_scale
             if not 0.0 < lo <= hi <= 1.0:
                 raise LinsslError(f"--crop-scale must be two numbers 0 < lo <= hi <= 1, got {self.crop_scale}")
+        for name in ("jitter_p", "gray_p", "blur_p", "solarize_p"):
+            value = getattr(self, name)
+            if value is not None and not all(0.0 <= p <= 1.0 for p in _as_tuple(value)):
+                raise LinsslError(f"--{name.replace('_', '-')} must be probabilities in [0, 1], got {value}")
         if self.alpha is not None and self.predictor not in DIRECT_PREDICTORS:
             raise LinsslError(f"--alpha only applies to directset, not {self.predictor}")
         if self.predictor == "directset" and self.alpha is None:
@@ -156,21 +183,51 @@ class DeepConfig:
             eps=0.01 if self.eps is None else float(self.eps),
             proj_hidden=hidden if self.proj_hidden is None else self.proj_hidden,
             proj_dim=dim if self.proj_dim is None else self.proj_dim,
-            stem=self.stem if self.stem != "auto" else ("imagenet" if self.dataset == "imagenet" else "cifar"),
-            crop_scale=None if self.crop_scale is None else tuple(float(c) for c in self.crop_scale),
+            stem=self.stem if self.stem != "auto" else ("cifar" if spec is None or spec.image_size <= 32
+                                                        else "imagenet"),
+            exclude_bn_bias_wd=(self.optimizer == "lars" if self.exclude_bn_bias_wd is None
+                                else self.exclude_bn_bias_wd),
+            **{f.name: tuple(float(v) for v in getattr(self, f.name)) for f in dataclasses.fields(self)
+               if str(f.type).startswith("tuple") and getattr(self, f.name) is not None},
         )
         build_predictor(resolved.predictor, 2, head_config(resolved))  # invalid norm / eps / alpha raise here
+        if spec is not None or self.dataset != CUSTOM:
+            view_configs(resolved, spec)  # invalid jitter strengths raise here
         return resolved
+
+
+def field_choices() -> dict[str, tuple[str, ...]]:
+    """The allowed values of every field that has a fixed set of them (resolve and the flags share it), read
+    from their registries each time: a dataset, norm or recipe added there is accepted everywhere."""
+    return {"dataset": tuple(datasets.DATASETS), "recipe": recipe_names(), "arch": ARCHS, "stem": STEMS,
+            "predictor": tuple(PREDICTOR_HEADS), "norm": predictors.NORMS, "projector": tuple(PROJECTORS),
+            "optimizer": OPTIMIZERS, "lr_scaling": LR_SCALINGS, "lr_schedule": SCHEDULES,
+            "ema_schedule": SCHEDULES, "device": DEVICES, "jitter_order": augment_mod.JITTER_ORDERS}
+
+
+def _as_tuple(value: Any) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def peak_lr(cfg: DeepConfig) -> float:
+    """The learning rate after warm-up: ``lr``, or ``lr · batch_size / 256`` with linear scaling (BYOL)."""
+    return cfg.lr * cfg.batch_size / 256 if cfg.lr_scaling == "linear" else cfg.lr
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 #: what each annotation of a DeepConfig field accepts (the TOML / config.json path has no argparse types)
 _FIELD_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "int": ("an integer", lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)),
-    "float": ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)),
+    "float": ("a number", _is_real),
     "bool": ("true or false", lambda v: isinstance(v, bool)),
     "str": ("a string", lambda v: isinstance(v, str)),
     "tuple[float, float]": ("two numbers", lambda v: isinstance(v, (tuple, list)) and len(v) == 2
-                            and all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in v)),
+                            and all(_is_real(x) for x in v)),
+    "tuple[float, float, float, float]": ("four numbers", lambda v: isinstance(v, (tuple, list)) and len(v) == 4
+                                          and all(_is_real(x) for x in v)),
 }
 
 
@@ -196,18 +253,35 @@ def config_fields() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(DeepConfig))
 
 
-def config_from_dict(values: dict[str, Any], where: str) -> DeepConfig:
-    """DeepConfig from a mapping whose keys are field names (dashes or underscores); unknown keys raise."""
+def normalise_keys(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Field names for the keys of a mapping (dashes or underscores; legacy names such as ``ema`` renamed,
+    lists of tuple fields as tuples); an unknown key raises, naming ``where``."""
     known = set(config_fields())
+    tuples = {f.name for f in dataclasses.fields(DeepConfig) if str(f.type).startswith("tuple")}
     clean: dict[str, Any] = {}
     for key, value in values.items():
         name = key.replace("-", "_")
+        name = LEGACY_NAMES.get(name, name)
         if name not in known:
             raise LinsslError(f"unknown key {key!r} in {where}; known keys: {', '.join(sorted(known))}")
-        clean[name] = tuple(value) if name == "crop_scale" and isinstance(value, list) else value
-    cfg = DeepConfig(**clean)
+        if name in clean:
+            raise LinsslError(f"{where} gives {name} twice (as {key!r} and under another spelling)")
+        clean[name] = tuple(value) if name in tuples and isinstance(value, list) else value
+    return clean
+
+
+def upgrade_saved(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """A saved run's settings (config.json or a checkpoint) in today's names, with the values of the
+    settings added since it was saved (``LEGACY_DEFAULTS``)."""
+    return {**LEGACY_DEFAULTS, **normalise_keys(values, where)}
+
+
+def config_from_dict(values: dict[str, Any], where: str) -> DeepConfig:
+    """DeepConfig from a mapping whose keys are field names (see ``normalise_keys``); unknown keys raise."""
+    cfg = DeepConfig(**normalise_keys(values, where))
     _check_field_types(cfg, where)  # a file's values, even those a flag overrides later
     return cfg
+
 
 def param_groups(module: nn.Module, wd: float, exclude_bn_bias_wd: bool) -> list[dict[str, Any]]:
     """Weights (≥ 2-D) get weight decay and LARS adaptation; BN and bias parameters (1-D) never get the
@@ -221,10 +295,13 @@ def param_groups(module: nn.Module, wd: float, exclude_bn_bias_wd: bool) -> list
 
 
 def build_optimizer(module: nn.Module, cfg: DeepConfig) -> torch.optim.Optimizer:
-    groups = param_groups(module, cfg.wd, cfg.exclude_bn_bias_wd)
+    """SGD or LARS at ``peak_lr(cfg)``; BN and bias excluded from weight decay by default for LARS only."""
+    exclude = cfg.optimizer == "lars" if cfg.exclude_bn_bias_wd is None else cfg.exclude_bn_bias_wd
+    groups = param_groups(module, cfg.wd, exclude)
     if cfg.optimizer == "lars":
-        return LARS(groups, lr=cfg.lr, momentum=cfg.momentum)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        return LARS(groups, lr=peak_lr(cfg), momentum=cfg.momentum, trust_coefficient=cfg.lars_eta,
+                    clip_lr=cfg.lars_clip)
+    return torch.optim.SGD(groups, lr=peak_lr(cfg), momentum=cfg.momentum)
 
 
 def build_online(cfg: DeepConfig, channels: int, backbone: nn.Module | None = None,
@@ -239,13 +316,25 @@ def build_online(cfg: DeepConfig, channels: int, backbone: nn.Module | None = No
             raise LinsslError("this run trained its own backbone (arch = custom): pass that backbone again")
         backbone = build_backbone(cfg.arch, channels, cfg.stem, cfg.width)
         feature_dim = backbone.feature_dim
-    projector = mlp(int(feature_dim), int(cfg.proj_hidden), int(cfg.proj_dim))
+    projector = mlp(int(feature_dim), int(cfg.proj_hidden), int(cfg.proj_dim), bn_affine=cfg.proj_bn_affine)
     return OnlineNetwork(backbone, projector, build_predictor(cfg.predictor, int(cfg.proj_dim), head_config(cfg)))
 
 
-def augment_config(cfg: DeepConfig, spec: datasets.DatasetSpec | None = None) -> augment_mod.AugmentConfig:
-    """The dataset's augmentation preset (by image size for the user's own images, whose ``spec`` is
-    then needed), with the run's jitter order and crop scale."""
+def view_configs(cfg: DeepConfig, spec: datasets.DatasetSpec | None = None
+                 ) -> tuple[augment_mod.AugmentConfig, augment_mod.AugmentConfig]:
+    """The two views' augmentations: the dataset's preset (by image size for the user's own images,
+    whose ``spec`` is then needed) with the config's overrides; ``blur_p`` and ``solarize_p`` per view
+    (BYOL's asymmetric views: blur 1.0 / 0.1, solarisation 0 / 0.2)."""
     base = augment_mod.preset(cfg.dataset) if cfg.dataset != CUSTOM else augment_mod.preset_for(spec)
-    aug = dataclasses.replace(base, jitter_order=cfg.jitter_order)
-    return aug if cfg.crop_scale is None else dataclasses.replace(aug, crop_scale=tuple(cfg.crop_scale))
+    overrides = {name: getattr(cfg, name) for name in ("crop_scale", "jitter", "jitter_p", "gray_p")
+                 if getattr(cfg, name) is not None}
+    base = dataclasses.replace(base, jitter_order=cfg.jitter_order,
+                               **{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in overrides.items()})
+    blur = (base.blur_p, base.blur_p) if cfg.blur_p is None else tuple(cfg.blur_p)
+    return tuple(dataclasses.replace(base, blur_p=float(b), solarize_p=float(p))  # type: ignore[return-value]
+                 for b, p in zip(blur, cfg.solarize_p, strict=True))
+
+
+def augment_config(cfg: DeepConfig, spec: datasets.DatasetSpec | None = None) -> augment_mod.AugmentConfig:
+    """The first view's augmentation (its size and normalisation are the evaluation's too)."""
+    return view_configs(cfg, spec)[0]

@@ -29,29 +29,20 @@ METHODS = ("directcopy", "byol", "directpred")
 SHARED_FIELDS = ("dataset", "data_dir", "arch", "stem", "width", "epochs", "batch_size", "seed", "device", "amp",
                  "compile", "sync_bn", "deterministic", "workers", "knn_k", "knn_t", "knn_every", "probe_epochs",
                  "probe_wd", "progress", "download")
-#: ``quick``: every method on scikit-learn's digits with a tiny net for 1 epoch, on the CPU (seconds)
+#: ``quick``: every method on scikit-learn's digits with a tiny net for 1 epoch, on the CPU (seconds); one
+#: channel, so the recipes' saturation, hue and grayscale are off
 QUICK: dict[str, Any] = dict(dataset="digits", arch="small", width=4, proj_hidden=16, proj_dim=8, pred_hidden=16,
+                             jitter=(0.4, 0.4, 0.0, 0.0), gray_p=0.0,
                              epochs=1, batch_size=256, knn_k=10, probe_epochs=5, probe_wd=1e-4, device="cpu",
                              workers=0)
 #: Until the recipe files exist, a recipe is its method's predictor head on DeepConfig's defaults.
-INTERIM_RECIPES: dict[str, dict[str, Any]] = {
-    "directcopy": {"predictor": "directcopy"},
-    "directpred": {"predictor": "directpred"},
-    "byol": {"predictor": "mlp"},
-}
-
-
 def recipe_values(recipe: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """The DeepConfig values of ``recipe`` with ``overrides`` on top.
+    """The DeepConfig values of the shipped ``recipe`` (``linssl recipes``) with ``overrides`` on top, as
+    ``deep-train --recipe NAME --flag ...`` layers them."""
+    from linssl.deep.config import normalise_keys
+    from linssl.deep.recipes import load_recipe
 
-    The one place the recipe loader plugs in: once ``deep-train --recipe`` exists, this returns that
-    recipe's values under ``overrides`` (as ``deep-train --recipe NAME --flag ...`` would); until then a
-    recipe is ``INTERIM_RECIPES[method]`` on DeepConfig's defaults.
-    """
-    method = recipe.split("-", 1)[0]
-    if method not in INTERIM_RECIPES:
-        raise LinsslError(f"no recipe {recipe!r}: the methods are {', '.join(INTERIM_RECIPES)}")
-    return {**INTERIM_RECIPES[method], **overrides}
+    return {**normalise_keys(load_recipe(recipe).values, f"recipe {recipe}"), "recipe": recipe, **overrides}
 
 
 def headline_configs(out: str | Path, methods: Sequence[str] = METHODS, dataset: str = "cifar10",

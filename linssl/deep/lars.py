@@ -4,6 +4,7 @@ Per parameter w with gradient g, weight decay η and trust coefficient c:
 
     g ← g + η w
     q = c ‖w‖ / ‖g‖   (q = 1 if ‖w‖ = 0 or ‖g‖ = 0, and for groups with ``lars_exclude``)
+    q ← min(q / lr, 1)   only with ``clip_lr`` (solo-learn's option: the layer's rate lr·q is at most lr)
     v ← μ v + q g;    w ← w − lr v
 
 Groups flagged ``lars_exclude=True`` (BN and bias parameters) skip the trust ratio: plain SGD with
@@ -18,13 +19,15 @@ from torch.optim import Optimizer
 
 class LARS(Optimizer):
     def __init__(
-        self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 0.001
+        self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 0.001,
+        clip_lr: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
             "momentum": momentum,
             "weight_decay": weight_decay,
             "trust_coefficient": trust_coefficient,
+            "clip_lr": clip_lr,
             "lars_exclude": False,
         }
         super().__init__(params, defaults)
@@ -45,6 +48,8 @@ class LARS(Optimizer):
                 if not group["lars_exclude"]:
                     w_norm, g_norm = torch.linalg.vector_norm(w), torch.linalg.vector_norm(g)
                     ratio = group["trust_coefficient"] * w_norm / g_norm
+                    if group.get("clip_lr", False):  # absent from the groups of checkpoints saved before it
+                        ratio = torch.clamp(ratio / group["lr"], max=1.0)
                     q = torch.where((w_norm > 0) & (g_norm > 0), ratio, torch.ones_like(ratio))
                     g = g * q
                 state = self.state[w]

@@ -2,7 +2,7 @@
 
 One step, for a batch x and a predictor head that keeps F̂ (``linssl.deep.models``):
 
-    x1, x2 = aug(x), aug(x)                 (batched, on the training device)
+    x1, x2 = aug1(x), aug2(x)               (batched, on the training device; per-view settings)
     z_i = proj(backbone(x_i));  F̂ ← ρ F̂ + (1 − ρ) mean(z zᵀ) over both views;  W_p = rule(F̂) every freq
     L = (2 − 2cos(W_p z1, sg(z2'))) + (2 − 2cos(W_p z2, sg(z1')))      z' = target projections
     θ ← optimiser step (SGD or LARS; lr constant or warm-up + cosine);   θ' ← m θ' + (1 − m) θ
@@ -42,7 +42,7 @@ from linssl.deep.checkpoint import (
     set_rng_state,
     write_metrics,
 )
-from linssl.deep.config import CHECKPOINT, CUSTOM, DeepConfig, augment_config, build_online, build_optimizer
+from linssl.deep.config import CHECKPOINT, CUSTOM, DeepConfig, build_online, build_optimizer, peak_lr, view_configs
 from linssl.deep.models import OnlineNetwork, make_target
 from linssl.deep.monitor import evaluate_backbone, normalised_std, spectra
 from linssl.deep.ranks import Ranks, all_reduce_mean, barrier, init_ranks, select_device
@@ -122,7 +122,7 @@ def train(cfg: DeepConfig, resume: bool = False, stop_after_epochs: int | None =
     ``data`` replace the network ``cfg.arch`` names and the dataset ``cfg.dataset`` names; the config
     then says ``custom`` (``linssl.deep.train`` sets it).
     """
-    cfg = cfg.resolve()
+    cfg = cfg.resolve(spec=None if data is None else data.spec)
     ranks, owns_group = init_ranks(cfg.device)
     try:
         s = prepare(cfg, ranks, resume, backbone, feature_dim, data)
@@ -198,7 +198,7 @@ def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool, backbone: nn.Module | N
         target.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(online, cfg)
     s = Session(cfg, ranks, device, run_dir, spec, pretrain, train_set, test_set, device_images(pretrain, device),
-                online, target, online, optimizer, augment_mod.BatchAugment(augment_config(cfg, spec)).to(device), None,
+                online, target, online, optimizer, augment_mod.ViewPair(*view_configs(cfg, spec)).to(device), None,
                 steps_per_epoch, cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch))
     if checkpoint is not None:
         online.load_state_dict(checkpoint["online"])
@@ -210,8 +210,8 @@ def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool, backbone: nn.Module | N
         s.extensions = list(checkpoint.get("extensions", []))
         planned = int(checkpoint["config"].get("epochs", cfg.epochs))
         if planned != cfg.epochs:
-            record = replan(s.step, steps_per_epoch, s.warmup_steps, planned, cfg.epochs, cfg.lr, cfg.lr_schedule,
-                            cfg.ema, cfg.ema_schedule)
+            record = replan(s.step, steps_per_epoch, s.warmup_steps, planned, cfg.epochs, peak_lr(cfg),
+                            cfg.lr_schedule, cfg.ema_momentum, cfg.ema_schedule)
             s.extensions.append(record)
             if ranks.main:
                 print(record["note"], file=sys.stderr)
@@ -243,16 +243,15 @@ def train_one_epoch(s: Session) -> EpochStats:
     check_every = 1 if device.type == "cpu" else 25  # host syncs (NaN check, progress bar) on CUDA
     loss_sum, std_sum = torch.zeros((), device=device), torch.zeros((), device=device)
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-    lr = cfg.lr
+    lr = peak_lr(cfg)
     bar = _progress(cfg, s.ranks, s.steps_per_epoch, s.epoch)
     t0 = time.perf_counter()
     step = TrainingStep(s.online, s.target, s.optimizer, s.model, s.reduce, cfg.amp)
     for k, batch in enumerate(iterate_batches(s.pretrain, s.images, shard, cfg.workers, device)):
-        lr = lr_at(s.step, s.total_steps, s.warmup_steps, cfg.lr, cfg.lr_schedule)
+        lr = lr_at(s.step, s.total_steps, s.warmup_steps, peak_lr(cfg), cfg.lr_schedule)
         for group in s.optimizer.param_groups:
             group["lr"] = lr
-        x1 = s.augment(batch, generator=aug_gen).contiguous(memory_format=layout)
-        x2 = s.augment(batch, generator=aug_gen).contiguous(memory_format=layout)
+        x1, x2 = (x.contiguous(memory_format=layout) for x in s.augment(batch, generator=aug_gen))
 
         def check(seen: Tensor, k: int = k) -> None:
             nonlocal nonfinite
@@ -263,7 +262,8 @@ def train_one_epoch(s: Session) -> EpochStats:
                     rate = (k + 1) * cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
                     bar.set_postfix(loss=f"{seen.item():.4f}", img_s=f"{rate:.0f}")
 
-        out = step(x1, x2, ema_momentum_at(s.step, s.total_steps, cfg.ema, cfg.ema_schedule), before_update=check)
+        m = ema_momentum_at(s.step, s.total_steps, cfg.ema_momentum, cfg.ema_schedule)
+        out = step(x1, x2, m, before_update=check)
         seen, z1 = out.loss, out.z1
         s.step += 1
         loss_sum += seen

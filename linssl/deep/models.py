@@ -157,10 +157,12 @@ def build_backbone(arch: str, in_channels: int = 3, stem: str = "cifar", width: 
 # --------------------------------------------------------------------------- heads
 
 
-def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    """Linear-BN-ReLU-Linear (projector of DirectPred/BYOL, BYOL's predictor)."""
+def mlp(in_dim: int, hidden_dim: int, out_dim: int, bn_affine: bool = True) -> nn.Sequential:
+    """Linear-BN-ReLU-Linear (projector of DirectPred/BYOL, BYOL's predictor); ``bn_affine=False``: the BN
+    only standardises (no learned scale and shift, as the DirectPred authors' projector)."""
     return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)
+        nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim, affine=bn_affine), nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, out_dim)
     )
 
 
