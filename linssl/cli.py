@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "figures": ("linssl.figures.cli", "regenerate every figure from computed data"),
     "deep-train": ("linssl.deep.cli_train", "train a ResNet with DirectCopy / DirectPred / ..."),
     "deep-eval": ("linssl.deep.cli_eval", "linear probe and kNN on a (finished or interrupted) run"),
+    "compare": ("linssl.compare.cli", "theory meets practice: predicted vs trained kept directions per weight decay"),
 }
 
 

@@ -37,7 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--arch", choices=ARCHS, default=None, help="backbone (default resnet18)")
     net.add_argument("--stem", choices=STEMS, default=None,
                      help="ResNet stem: cifar (3x3, no max-pool) or imagenet (7x7 + max-pool); auto by dataset")
-    net.add_argument("--width", type=int, default=None, help="channels of the first layer of the small arch (32)")
+    net.add_argument("--width", type=int, default=None,
+                     help="first-layer channels of the small arch; outputs of the linear arch (32)")
     net.add_argument("--projector", choices=tuple(PROJECTORS), default=None,
                      help="projector preset: directpred 512 -> 128 (default) or byol 4096 -> 256")
     net.add_argument("--proj-hidden", type=int, default=None, help="projector hidden width (overrides the preset)")
@@ -68,6 +69,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="constant (default) or cosine from m to 1 (BYOL)")
     opt.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                      help="random-resized-crop area range (default: the dataset's preset)")
+    opt.add_argument("--loss", choices=("cosine", "l2"), default=None,
+                     help="cosine (default) or l2, the linear theory's squared loss (with --arch linear)")
     opt.add_argument("--jitter-order", choices=JITTER_ORDERS, default=None,
                      help="colour jitter order: random per image (default, as torchvision/BYOL) or fixed b, c, s, h")
     run = parser.add_argument_group("execution")

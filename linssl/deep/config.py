@@ -32,6 +32,7 @@ PROJECTORS = {"directpred": (512, 128), "byol": (4096, 256)}
 OPTIMIZERS = ("sgd", "lars")
 SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
+LOSS_NAMES = ("cosine", "l2")
 STEMS = ("auto", "cifar", "imagenet")
 CHECKPOINT = "checkpoint.pt"
 #: Fields that fix the network's shape: a checkpoint only resumes under the same values.
@@ -41,9 +42,9 @@ ARCHITECTURE_FIELDS = ("dataset", "arch", "stem", "width", "predictor", "project
 #: bend the lr / EMA schedules (or the predictor rule) mid-run, so resume refuses it too.
 SCHEDULE_FIELDS = ("alpha", "norm", "eps", "rho", "freq", "epochs", "batch_size", "lr", "momentum", "wd", "optimizer",
                    "lr_schedule", "warmup_epochs", "exclude_bn_bias_wd", "ema", "ema_schedule", "crop_scale",
-                   "jitter_order", "seed")
+                   "jitter_order", "seed", "loss")
 #: settings added since older runs were saved, with the value those runs used (--resume keeps it)
-LEGACY_DEFAULTS: dict[str, Any] = {"jitter_order": "fixed"}
+LEGACY_DEFAULTS: dict[str, Any] = {"jitter_order": "fixed", "loss": "cosine"}
 
 @dataclass(frozen=True)
 class DeepConfig:
@@ -54,7 +55,9 @@ class DeepConfig:
     ``knn_every``: kNN monitor every N epochs (0: only at the end; the last epoch always has it);
     ``crop_scale`` overrides the dataset's augmentation preset; ``probe_wd`` fixes the probe's weight
     decay (default: chosen on a held-out part of the train split); ``lr`` is used as given (no batch
-    scaling); ``batch_size`` is the global batch (split over DDP ranks).
+    scaling); ``batch_size`` is the global batch (split over DDP ranks). ``arch="linear"`` (the linear
+    theory's network, docs/theory.md §8) has no projector: ``width`` is its output dimension and
+    ``proj_dim``; ``loss="l2"`` is the theory's squared loss instead of the cosine one.
     """
 
     dataset: str = ""
@@ -86,6 +89,7 @@ class DeepConfig:
     ema_schedule: str = "constant"
     crop_scale: tuple[float, float] | None = None
     jitter_order: str = "random"
+    loss: str = "cosine"
     device: str = "auto"
     amp: bool = False
     compile: bool = False
@@ -109,7 +113,7 @@ class DeepConfig:
             raise LinsslError("give the run folder with --out RUN_DIR")
         choices = {"arch": ARCHS, "stem": STEMS, "predictor": tuple(PREDICTOR_HEADS), "projector": tuple(PROJECTORS),
                    "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES, "ema_schedule": SCHEDULES, "device": DEVICES,
-                   "jitter_order": augment_mod.JITTER_ORDERS}
+                   "jitter_order": augment_mod.JITTER_ORDERS, "loss": LOSS_NAMES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 flag = "--" + name.replace("_", "-")
@@ -145,6 +149,10 @@ class DeepConfig:
         if self.predictor == "directset" and self.alpha is None:
             raise LinsslError("directset needs --alpha")
         hidden, dim = PROJECTORS[self.projector]
+        if self.arch == "linear":  # no projector: the output of W is the projection
+            if self.proj_dim is not None and self.proj_dim != self.width:
+                raise LinsslError("--arch linear has no projector; its output dimension is --width, not --proj-dim")
+            dim = self.width
         resolved = dataclasses.replace(
             self,
             norm=self.norm or "spectral",
@@ -225,8 +233,10 @@ def build_optimizer(module: nn.Module, cfg: DeepConfig) -> torch.optim.Optimizer
 def build_online(cfg: DeepConfig, channels: int) -> OnlineNetwork:
     """Backbone + projector + predictor head of a resolved config, initialised from ``cfg.seed``."""
     torch.manual_seed(cfg.seed)
-    backbone = build_backbone(cfg.arch, channels, cfg.stem, cfg.width)
-    projector = mlp(backbone.feature_dim, int(cfg.proj_hidden), int(cfg.proj_dim))
+    size = datasets.get_spec(cfg.dataset).image_size
+    backbone = build_backbone(cfg.arch, channels, cfg.stem, cfg.width, size)
+    projector = (nn.Identity() if cfg.arch == "linear"
+                 else mlp(backbone.feature_dim, int(cfg.proj_hidden), int(cfg.proj_dim)))
     return OnlineNetwork(backbone, projector, build_predictor(cfg.predictor, int(cfg.proj_dim), head_config(cfg)))
 
 
