@@ -188,7 +188,7 @@ def sgd_on_model(data_cov: np.ndarray, aug_cov: np.ndarray, wd: float, W0: np.nd
     what stage 3 does on images, where X, X' are known exactly. Returns WᵀW averaged over the last
     ``average_last`` of the steps (SGD noise averaged out), as (d, d)."""
     from linssl.deep.config import build_optimizer, head_config
-    from linssl.deep.models import LinearBackbone, OnlineNetwork, build_predictor, make_target, symmetric_l2_loss
+    from linssl.deep.models import LinearBackbone, OnlineNetwork, build_predictor, make_target
     from linssl.deep.step import TrainingStep
     from linssl.linear.data import ViewSampler, general_model
     from linssl.linear.dynamics import DTYPE
@@ -202,7 +202,7 @@ def sgd_on_model(data_cov: np.ndarray, aug_cov: np.ndarray, wd: float, W0: np.nd
         backbone.linear.weight.copy_(torch.as_tensor(W0, dtype=torch.float32))
     online = OnlineNetwork(backbone, torch.nn.Identity(), build_predictor(predictor, m, head_config(cfg)))
     target = make_target(online)
-    step = TrainingStep(online, target, build_optimizer(online, cfg), loss=symmetric_l2_loss)
+    step = TrainingStep(online, target, build_optimizer(online, cfg), loss="l2")
     sampler = ViewSampler(general_model(torch.as_tensor(data_cov, dtype=DTYPE), torch.as_tensor(aug_cov, dtype=DTYPE)),
                           seed)
     gram = np.zeros((d, d))

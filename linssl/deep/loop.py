@@ -39,7 +39,7 @@ from linssl.deep.checkpoint import (
     write_metrics,
 )
 from linssl.deep.config import CHECKPOINT, DeepConfig, augment_config, build_online, build_optimizer
-from linssl.deep.models import LOSSES, OnlineNetwork, make_target
+from linssl.deep.models import OnlineNetwork, make_target
 from linssl.deep.monitor import evaluate_backbone, normalised_std, spectra
 from linssl.deep.ranks import Ranks, all_reduce_mean, barrier, init_ranks, select_device
 from linssl.deep.schedules import ema_momentum_at, epoch_seed, lr_at
@@ -220,7 +220,7 @@ def train_one_epoch(s: Session) -> EpochStats:
     lr = cfg.lr
     bar = _progress(cfg, s.ranks, s.steps_per_epoch, s.epoch)
     t0 = time.perf_counter()
-    step = TrainingStep(s.online, s.target, s.optimizer, s.model, s.reduce, cfg.amp, LOSSES[cfg.loss])
+    step = TrainingStep(s.online, s.target, s.optimizer, s.model, s.reduce, cfg.amp, cfg.loss)
     for k, batch in enumerate(iterate_batches(s.pretrain, s.images, shard, cfg.workers, device)):
         lr = lr_at(s.step, s.total_steps, s.warmup_steps, cfg.lr, cfg.lr_schedule)
         for group in s.optimizer.param_groups:
