@@ -60,8 +60,12 @@ def plot_compare(data: CompareData):
     for (c, ok), xi in zip(linear, x, strict=True):
         ax.plot([xi], [c], "s", ms=7, color="C1", mfc="C1" if ok else "white")
     ax.plot([], [], "s", color="C1", label="linear network, SGD (deep-train --arch linear)")
-    ax.plot(x, [r["deep"]["kept"] for r in runs], "^", ms=8, color="C2",
+    alive = np.array([not r["deep"].get("collapsed", False) for r in runs])
+    deep_kept = np.array([r["deep"]["kept"] for r in runs], dtype=float)
+    ax.plot(x[alive], deep_kept[alive], "^", ms=8, color="C2",
             label=f"deep network ({runs[0]['deep'].get('arch', 'deep')}), kept of F̂")
+    if (~alive).any():
+        ax.plot(x[~alive], deep_kept[~alive], "X", ms=9, color="C3", label="deep network collapsed (z constant)")
     ax.plot([], [], "o", color="0.4", mfc="white", label="hollow: not settled (count at end)")
     ax.set(xscale="log", xlabel="weight decay η", ylabel="kept directions",
            title=f"Kept count ({doc['dataset']}, {doc['space']}, d = {doc['dim']})")

@@ -94,11 +94,15 @@ def direction_shares(directions: np.ndarray, aug_cov: np.ndarray, total_cov: np.
     the variance along u; theory: σ²/(λ + σ²))."""
     aug = np.einsum("ij,jk,ik->i", directions, aug_cov, directions)
     tot = np.einsum("ij,jk,ik->i", directions, total_cov, directions)
-    return aug / np.maximum(tot, 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(tot > 0, aug / np.where(tot > 0, tot, 1.0), np.nan)  # NaN: no variance along u
 
 
 def mean_or_none(values: np.ndarray) -> float | None:
-    return float(np.mean(values)) if len(values) else None
+    """Mean of the finite values; None if there are none."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else None
 
 
 def within_and_total_cov(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -75,6 +75,8 @@ def table(doc: dict[str, Any]) -> str:
         t, lin, dp = run["theory"], run["linear"], run["deep"]
         angle = max(lin["principal_angles_deg"]) if lin["principal_angles_deg"] else None
         share = f"{_num(dp['aug_share_kept'], '.2f')}/{_num(dp['aug_share_discarded'], '.2f')}"
+        if dp.get("collapsed"):
+            share = "collapsed"
         lines.append(
             f"{run['wd']:7g}  {_count(t['kept'], t['kept_at_end']):>5}  {t['commuting_kept']:>9}  "
             f"{_count(lin['kept'], lin['kept_at_end']):>5}  {_num(angle, '8.1f'):>9}  "
@@ -85,6 +87,7 @@ def table(doc: dict[str, Any]) -> str:
               "threshold λ² ≥ 4η(λ+σ²) per eigendirection of X+X' (an approximation: X, X' do not commute). "
               "max angle: largest principal angle between the theory's and the linear network's top-k right "
               "singular subspaces, k = theory's count. deep share: augmentation share of the F̂ eigendirections' "
-              "embedding variance, mean over kept / discarded (theory: kept ⇔ λ(1 − share) ≥ 4η; absolute λ "
+              "embedding variance, mean over kept / discarded; collapsed = the embeddings do not vary (F̂ = E[zzᵀ] "
+              "then holds only their constant mean) (theory: kept ⇔ λ(1 − share) ≥ 4η; absolute λ "
               "depends on the network's scale, so compare orderings and trends)."]
     return "\n".join(lines)

@@ -148,6 +148,11 @@ def _load_npy(path: Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
+def _finite_or_none(values: np.ndarray) -> list[float | None]:
+    """A JSON list: NaN (no variance along a direction) becomes null."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=float)]
+
+
 def wd_tag(wd: float) -> str:
     return f"wd{wd:g}"
 
@@ -293,7 +298,7 @@ def _stage_theory(cfg: CompareConfig, out: Path, X: np.ndarray, Xa: np.ndarray, 
         _save_npy(out / name, r.W)
         docs.append({"wd": r.wd, "kept": r.kept, "kept_at_end": r.kept_at_end, "settled": r.settled,
                      "t_final": r.t_final, "W": name, "gains_sq": r.gains_sq.tolist(), "F_eigs": r.F_eigs.tolist(),
-                     "commuting_kept": r.commuting_kept, "aug_share": r.aug_share.tolist()})
+                     "commuting_kept": r.commuting_kept, "aug_share": _finite_or_none(r.aug_share)})
     approx = measures.commuting_threshold(X, Xa)
     write_json(marker, {"runs": docs, "commuting": {k: v.tolist() for k, v in approx.items()}})
     progress.step()
@@ -323,7 +328,8 @@ def _stage_linear(cfg: CompareConfig, out: Path, X: np.ndarray, Xa: np.ndarray, 
         _save_npy(out / name, r.W)
         docs.append({"wd": wd, "kept": r.kept, "kept_at_end": r.kept_at_end, "settled": r.settled, "W": name,
                      "principal_angles_deg": r.principal_angles_deg.tolist(), "linear_top1": r.linear_top1,
-                     "gains_sq": r.gains_sq.tolist(), "F_eigs": r.F_eigs.tolist(), "aug_share": r.aug_share.tolist(),
+                     "gains_sq": r.gains_sq.tolist(), "F_eigs": r.F_eigs.tolist(),
+                     "aug_share": _finite_or_none(r.aug_share),
                      "epochs": r.epochs, "lr": r.lr, "momentum": train_stages.LINEAR_MOMENTUM,
                      "run": str(run_dir.relative_to(out))})
         progress.step()
@@ -343,7 +349,7 @@ def _stage_deep(cfg: CompareConfig, out: Path, images: torch.Tensor, augment, k:
         r = train_stages.measure_deep(run_dir, float(wd), images, augment, k, cfg.seed + 1)
         docs.append({"wd": float(wd), "effective_rank": r.effective_rank, "kept": r.kept,
                      "aug_share_kept": r.aug_share_kept, "aug_share_discarded": r.aug_share_discarded,
-                     "linear_top1": r.linear_top1, "F_eigs": r.F_eigs.tolist(), "aug_share": r.shares.tolist(),
+                     "linear_top1": r.linear_top1, "F_eigs": r.F_eigs.tolist(), "aug_share": _finite_or_none(r.shares),
                      "collapsed": r.collapsed, "arch": run_cfg.arch, "epochs": run_cfg.epochs,
                      "run": str(run_dir.relative_to(out))})
         progress.step()

@@ -153,7 +153,7 @@ class DeepRun:
     aug_share_kept: float | None
     aug_share_discarded: float | None
     linear_top1: float
-    collapsed: bool  # F̂ is (numerically) zero
+    collapsed: bool  # the embeddings do not vary (F̂ then holds only their constant mean): no shares
 
 
 @torch.no_grad()
@@ -171,10 +171,11 @@ def measure_deep(run_dir: Path, wd: float, images: torch.Tensor, augment: torch.
                                    for _ in range(views)], 1))
     emb = torch.cat(chunks).numpy()
     aug_cov, tot_cov = measures.within_and_total_cov(emb)
-    shares = measures.direction_shares(U.T, aug_cov, tot_cov)
+    # F̂ = E[zzᵀ] is not centred: a collapsed network (constant z) still has one eigenvalue, its mean's
+    collapsed = not np.trace(tot_cov) > 1e-9 * max(float(np.trace(F_hat)), 1e-300)
+    shares = np.full(len(eigs), np.nan) if collapsed else measures.direction_shares(U.T, aug_cov, tot_cov)
     count = measures.kept_count(eigs)
     summary = read_summary(run_dir)
-    collapsed = not float(eigs[0]) > 1e-12
     return DeepRun(wd, eigs, effective_rank(torch.as_tensor(eigs)), count, shares,
                    measures.mean_or_none(shares[:count]), measures.mean_or_none(shares[count:]),
                    float(summary["linear_top1"]), collapsed)
