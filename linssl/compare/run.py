@@ -235,7 +235,7 @@ def run_compare(cfg: CompareConfig) -> CompareResult:
         if basis is not None:
             W0 = W0 @ basis.T
         theory = _stage_theory(cfg, out, X, Xa, W0, progress)
-        linear = _stage_linear(cfg, out, X, Xa, W0, basis, theory, progress, len(images))
+        linear = _stage_linear(cfg, out, X, Xa, W0, basis, theory, progress)
         deep = _stage_deep(cfg, out, images, augment, k, progress)
     finally:
         progress.close()
@@ -306,8 +306,7 @@ def _stage_theory(cfg: CompareConfig, out: Path, X: np.ndarray, Xa: np.ndarray, 
 
 
 def _stage_linear(cfg: CompareConfig, out: Path, X: np.ndarray, Xa: np.ndarray, W0: np.ndarray,
-                  basis: np.ndarray | None, theory: list[dict[str, Any]], progress: _Progress,
-                  n_images: int) -> list[dict[str, Any]]:
+                  basis: np.ndarray | None, theory: list[dict[str, Any]], progress: _Progress) -> list[dict[str, Any]]:
     from linssl.deep import datasets
 
     progress.stage("stage 3/4: linear network (deep-train --arch linear)")
