@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "headline": ("linssl.deep.cli_headline", "DirectCopy vs BYOL vs DirectPred, same budget -> results table"),
     "export": ("linssl.deep.cli_export", "write a run's backbone as a state_dict (torchvision ResNet names)"),
     "recipes": ("linssl.deep.cli_recipes", "the reference recipes of deep-train --recipe, with their sources"),
+    "compare": ("linssl.compare.cli", "theory meets practice: predicted vs trained kept directions per weight decay"),
 }
 
 

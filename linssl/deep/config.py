@@ -38,6 +38,7 @@ OPTIMIZERS = ("sgd", "lars")
 SCHEDULES = ("constant", "cosine")
 LR_SCALINGS = ("none", "linear")
 DEVICES = ("auto", "cpu", "cuda")
+LOSS_NAMES = ("cosine", "l2")
 STEMS = ("auto", "cifar", "imagenet")
 CHECKPOINT = "checkpoint.pt"
 #: Fields that fix the network's shape: a checkpoint only resumes under the same values.
@@ -49,10 +50,11 @@ ARCHITECTURE_FIELDS = ("dataset", "arch", "stem", "width", "predictor", "project
 SCHEDULE_FIELDS = ("alpha", "norm", "eps", "rho", "freq", "epochs", "batch_size", "lr", "lr_scaling", "momentum", "wd",
                    "optimizer", "lars_eta", "lars_clip", "lr_schedule", "warmup_epochs", "exclude_bn_bias_wd",
                    "ema_momentum", "ema_schedule", "crop_scale", "jitter", "jitter_p", "gray_p", "blur_p",
-                   "solarize_p", "jitter_order", "seed", "recipe")
+                   "solarize_p", "jitter_order", "seed", "recipe", "loss")
 #: settings added since older runs were saved, with the value those runs used (--resume keeps it)
 LEGACY_DEFAULTS: dict[str, Any] = {"jitter_order": "fixed", "proj_bn_affine": True, "lr_scaling": "none",
-                                   "lars_eta": 0.001, "lars_clip": False, "solarize_p": (0.0, 0.0), "recipe": ""}
+                                   "lars_eta": 0.001, "lars_clip": False, "solarize_p": (0.0, 0.0), "recipe": "",
+                                   "loss": "cosine"}
 #: settings renamed since older runs were saved: old name -> new name (same meaning and value)
 LEGACY_NAMES = {"ema": "ema_momentum"}
 
@@ -71,6 +73,8 @@ class DeepConfig:
     ``lr``, or ``lr · batch_size / 256`` with ``lr_scaling="linear"`` (``peak_lr``); ``batch_size`` is
     the global batch (split over DDP ranks). ``knn_every``: kNN monitor every N epochs (0: only at the
     end; the last epoch always has it). ``recipe`` records the recipe a run started from.
+    ``arch="linear"`` (the linear theory's network, docs/theory.md §8) has no projector: ``width`` is its
+    output dimension and ``proj_dim``; ``loss="l2"`` is the theory's squared loss instead of the cosine one.
     """
 
     dataset: str = ""
@@ -112,6 +116,7 @@ class DeepConfig:
     blur_p: tuple[float, float] | None = None
     solarize_p: tuple[float, float] = (0.0, 0.0)
     jitter_order: str = "random"
+    loss: str = "cosine"
     device: str = "auto"
     amp: bool = False
     compile: bool = False
@@ -177,6 +182,10 @@ class DeepConfig:
         if self.predictor == "directset" and self.alpha is None:
             raise LinsslError("directset needs --alpha")
         hidden, dim = PROJECTORS[self.projector]
+        if self.arch == "linear":  # no projector: the output of W is the projection
+            if self.proj_dim is not None and self.proj_dim != self.width:
+                raise LinsslError("--arch linear has no projector; its output dimension is --width, not --proj-dim")
+            dim = self.width
         resolved = dataclasses.replace(
             self,
             norm=self.norm or "spectral",
@@ -202,7 +211,8 @@ def field_choices() -> dict[str, tuple[str, ...]]:
     return {"dataset": tuple(datasets.DATASETS), "recipe": recipe_names(), "arch": ARCHS, "stem": STEMS,
             "predictor": tuple(PREDICTOR_HEADS), "norm": predictors.NORMS, "projector": tuple(PROJECTORS),
             "optimizer": OPTIMIZERS, "lr_scaling": LR_SCALINGS, "lr_schedule": SCHEDULES,
-            "ema_schedule": SCHEDULES, "device": DEVICES, "jitter_order": augment_mod.JITTER_ORDERS}
+            "ema_schedule": SCHEDULES, "device": DEVICES, "jitter_order": augment_mod.JITTER_ORDERS,
+            "loss": LOSS_NAMES}
 
 
 def _as_tuple(value: Any) -> tuple:
@@ -314,9 +324,11 @@ def build_online(cfg: DeepConfig, channels: int, backbone: nn.Module | None = No
     if backbone is None:
         if cfg.arch == CUSTOM:
             raise LinsslError("this run trained its own backbone (arch = custom): pass that backbone again")
-        backbone = build_backbone(cfg.arch, channels, cfg.stem, cfg.width)
+        size = datasets.get_spec(cfg.dataset).image_size
+        backbone = build_backbone(cfg.arch, channels, cfg.stem, cfg.width, size)
         feature_dim = backbone.feature_dim
-    projector = mlp(int(feature_dim), int(cfg.proj_hidden), int(cfg.proj_dim), bn_affine=cfg.proj_bn_affine)
+    projector = (nn.Identity() if cfg.arch == "linear"
+                 else mlp(int(feature_dim), int(cfg.proj_hidden), int(cfg.proj_dim), bn_affine=cfg.proj_bn_affine))
     return OnlineNetwork(backbone, projector, build_predictor(cfg.predictor, int(cfg.proj_dim), head_config(cfg)))
 
 

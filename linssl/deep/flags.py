@@ -28,7 +28,7 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "arch": ("network", "backbone"),
     "stem": ("network", "ResNet stem: cifar (3x3, no max-pool) or imagenet (7x7 + max-pool); auto: cifar for "
                         "images of 32 px or less (CIFAR, digits), imagenet otherwise (STL-10, ImageNet)"),
-    "width": ("network", "channels of the first layer of the small arch"),
+    "width": ("network", "channels of the first layer of the small arch; output dimension of the linear arch"),
     "projector": ("network", "projector preset: directpred 512 -> 128 or byol 4096 -> 256"),
     "proj_hidden": ("network", "projector hidden width (overrides the preset)"),
     "proj_dim": ("network", "projector output m (overrides the preset)"),
@@ -65,6 +65,8 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "blur_p": ("augmentation", "Gaussian blur probability of view 1 and view 2 (preset, the same for both, if "
                                "not given; BYOL: 1.0 0.1)"),
     "solarize_p": ("augmentation", "solarisation probability of view 1 and view 2 (BYOL: 0 0.2)"),
+    "loss": ("optimisation", "cosine (2 - 2cos, the deep recipes) or l2, the linear theory's squared loss "
+                             "(with --arch linear)"),
     "jitter_order": ("augmentation", "colour jitter order: random per image (as torchvision/BYOL) or fixed b, c, s, h"),
     "device": ("execution", "auto (cuda if present), cpu, cuda"),
     "amp": ("execution", "bf16 autocast"),

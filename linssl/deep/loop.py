@@ -246,7 +246,7 @@ def train_one_epoch(s: Session) -> EpochStats:
     lr = peak_lr(cfg)
     bar = _progress(cfg, s.ranks, s.steps_per_epoch, s.epoch)
     t0 = time.perf_counter()
-    step = TrainingStep(s.online, s.target, s.optimizer, s.model, s.reduce, cfg.amp)
+    step = TrainingStep(s.online, s.target, s.optimizer, s.model, s.reduce, cfg.amp, cfg.loss)
     for k, batch in enumerate(iterate_batches(s.pretrain, s.images, shard, cfg.workers, device)):
         lr = lr_at(s.step, s.total_steps, s.warmup_steps, peak_lr(cfg), cfg.lr_schedule)
         for group in s.optimizer.param_groups:

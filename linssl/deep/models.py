@@ -2,14 +2,16 @@
 
 - Backbones return pooled features of size ``.feature_dim``: ResNet-18 / ResNet-50 (BasicBlock /
   Bottleneck) with the CIFAR stem (3×3 conv stride 1, no max-pool; 32 px and 96 px inputs) or the
-  full stem (7×7 conv stride 2 + max-pool; ImageNet), and ``small``, a tiny conv net for digits and
-  tests.
+  full stem (7×7 conv stride 2 + max-pool; ImageNet), ``small``, a tiny conv net for digits and
+  tests, and ``linear``, the linear theory's network: one bias-free linear map of the flattened, centred
+  input (no projector; docs/theory.md §8).
 - Projector: Linear-BN-ReLU-Linear (DirectPred paper 512 → 128, BYOL 4096 → 256).
 - Predictor heads, by registry name (``PREDICTOR_HEADS``): ``directpred`` / ``directcopy`` /
   ``directset`` set a bias-free W_p from F̂ with the rule of ``linssl.predictors``; ``linear`` and
   ``mlp`` are trained. Every head keeps the running correlation F̂ of the online projections in
   buffers (for the trained ones only as a monitor), so a checkpoint carries it.
-- Loss: L = (2 − 2cos(p1, sg(z2'))) + (2 − 2cos(p2, sg(z1'))), z' the target projections.
+- Loss (``LOSSES``): ``cosine`` L = (2 − 2cos(p1, sg(z2'))) + (2 − 2cos(p2, sg(z1'))), z' the target
+  projections; ``l2`` the linear theory's ¼(‖p1 − sg(z2')‖² + ‖p2 − sg(z1')‖²), batch means.
 - Target: an exact copy of the online backbone + projector, then θ' ← m θ' + (1 − m) θ.
 """
 
@@ -26,7 +28,7 @@ from torch import Tensor, nn
 from linssl.errors import LinsslError
 from linssl.predictors import CorrelationEMA, PredictorRule, make_rule
 
-ARCHS = ("resnet18", "resnet50", "small")
+ARCHS = ("resnet18", "resnet50", "small", "linear")
 STEMS = ("cifar", "imagenet")
 Reduce = Callable[[Tensor], Tensor]
 
@@ -143,14 +145,47 @@ class SmallConvNet(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(self.net(x), 1), 1)
 
 
-def build_backbone(arch: str, in_channels: int = 3, stem: str = "cifar", width: int = 32) -> nn.Module:
-    """Backbone by name: resnet18, resnet50 (with ``stem``) or small (with ``width``)."""
+class LinearBackbone(nn.Module):
+    """The linear theory's network (docs/theory.md §8): z = W (x − μ), x the flattened image, W a bias-free
+    ``out_dim × in_dim`` map (orthogonal init, gain 1), μ the mean input.
+
+    The theory assumes centred inputs; augmented views are not. μ is the batch mean in training (so a
+    batch's centring is exact) and the running mean of those batch means (momentum 0.01) in eval mode,
+    like a BatchNorm that only centres. feature_dim = out_dim.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim, bias=False)
+        nn.init.orthogonal_(self.linear.weight)
+        self.register_buffer("running_mean", torch.zeros(in_dim))
+        self.feature_dim = out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.flatten(x, 1)
+        if self.training:
+            mean = x.mean(0)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), 0.01)
+        else:
+            mean = self.running_mean.to(x.dtype)
+        return self.linear(x - mean)
+
+
+def build_backbone(arch: str, in_channels: int = 3, stem: str = "cifar", width: int = 32,
+                   image_size: int | None = None) -> nn.Module:
+    """Backbone by name: resnet18, resnet50 (with ``stem``), small (with ``width``), or linear
+    (``in_channels × image_size²`` inputs, ``width`` outputs)."""
     if arch == "resnet18":
         return ResNet(BasicBlock, (2, 2, 2, 2), in_channels, stem)
     if arch == "resnet50":
         return ResNet(Bottleneck, (3, 4, 6, 3), in_channels, stem)
     if arch == "small":
         return SmallConvNet(in_channels, width)
+    if arch == "linear":
+        if image_size is None:
+            raise LinsslError("the linear arch needs the image size")
+        return LinearBackbone(in_channels * image_size * image_size, width)
     raise LinsslError(f"unknown arch {arch!r}; choose from {', '.join(ARCHS)}")
 
 
@@ -363,3 +398,16 @@ def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
 def symmetric_loss(p1: Tensor, p2: Tensor, t1: Tensor, t2: Tensor) -> Tensor:
     """L = (2 − 2cos(p1, sg(t2))) + (2 − 2cos(p2, sg(t1))), t the target projections."""
     return negative_cosine(p1, t2) + negative_cosine(p2, t1)
+
+
+def symmetric_l2_loss(p1: Tensor, p2: Tensor, t1: Tensor, t2: Tensor) -> Tensor:
+    """L = ¼ (mean‖p1 − sg(t2)‖² + mean‖p2 − sg(t1)‖²): the linear theory's ½E‖W_p W x1 − W_a x2‖²,
+    symmetrised; its gradient is the simulator's (``linssl.linear.dynamics.sampled_gradients``)."""
+    d12 = p1.float() - t2.detach().float()
+    d21 = p2.float() - t1.detach().float()
+    return 0.25 * (d12.pow(2).sum(-1).mean() + d21.pow(2).sum(-1).mean())
+
+
+#: training losses by name (``DeepConfig.loss``)
+LOSSES: dict[str, Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]] = {
+    "cosine": symmetric_loss, "l2": symmetric_l2_loss}

@@ -4,6 +4,7 @@ Given two views x1, x2 of a batch:
 
     z_i = proj(backbone(x_i));  the predictor head updates F̂ and sets W_p;  p_i = W_p z_i (or its MLP)
     L = (2 − 2cos(p1, sg(t2))) + (2 − 2cos(p2, sg(t1)))      t_i = target projections of x_i
+        (or the linear theory's ¼(‖p1 − sg(t2)‖² + ‖p2 − sg(t1)‖²): ``loss``, ``models.LOSSES``)
     θ ← optimiser step;   θ' ← m θ' + (1 − m) θ               (EMA target, momentum m)
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from linssl.deep.models import OnlineNetwork, ema_update_, symmetric_loss
+from linssl.deep.models import LOSSES, OnlineNetwork, ema_update_, symmetric_loss
 
 
 @dataclass
@@ -43,6 +44,7 @@ class TrainingStep:
     model: nn.Module | None = None
     reduce: Callable[[Tensor], Tensor] | None = None
     amp: bool = False
+    loss: str = "cosine"  # a name of models.LOSSES: "cosine" or "l2" (the linear theory's)
 
     def __call__(self, x1: Tensor, x2: Tensor, ema_momentum: float,
                  before_update: Callable[[Tensor], None] | None = None) -> StepOutput:
@@ -51,7 +53,8 @@ class TrainingStep:
             z1, _z2, p1, p2 = model(x1, x2, reduce=self.reduce)
             with torch.no_grad():
                 t1, t2 = self.target(x1), self.target(x2)
-            loss = symmetric_loss(p1, p2, t1, t2)
+            loss_fn = symmetric_loss if self.loss == "cosine" else LOSSES[self.loss]
+            loss = loss_fn(p1, p2, t1, t2)
         seen = loss.detach() if self.reduce is None else self.reduce(loss.detach())
         if before_update is not None:
             before_update(seen)

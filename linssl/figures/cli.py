@@ -2,6 +2,7 @@
 
 ``linssl figures [--out DIR] [--quick] [--only NAME[,NAME]] [--run RUN_DIR]``; one printed line per
 figure with its path and seconds. Figure 9 (a deep run) needs ``--run``; without it, it is skipped.
+``linssl figures --compare DIR`` only redraws DIR/compare.png and .pdf of a ``linssl compare`` run.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"only these figures: {', '.join(FIGURES)}")
     parser.add_argument("--run", default=None, metavar="RUN_DIR",
                         help="folder of a linssl deep-train run, for figure 9 (spectrum of F̂, accuracy)")
+    parser.add_argument("--compare", default=None, metavar="DIR",
+                        help="only redraw DIR/compare.png and .pdf from DIR/compare.json (linssl compare)")
 
 
 def selected(only: str | None) -> list[str]:
@@ -80,6 +83,12 @@ def read_run(run_dir: str | None, quick: bool = False):
 def run(args: argparse.Namespace) -> int:
     from linssl.figures import FIGURES
 
+    if args.compare is not None:
+        from linssl.compare.figure import write_compare_figure
+
+        paths = write_compare_figure(args.compare)
+        print(f"compare: {paths[0]} (+ .pdf)")
+        return 0
     names = selected(args.only)
     if args.run is not None:
         read_run(args.run)  # a bad RUN_DIR fails before minutes of computing
