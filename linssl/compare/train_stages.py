@@ -2,7 +2,7 @@
 (docs/theory.md §8).
 
 Stage 3 (linear): ``--arch linear`` (z = W(x − μ), μ the batch mean: centred inputs as the theory assumes),
-no projector, the theory's squared loss (``loss="l2"``), stop-gradient target (``ema=0``), the predictor rule
+no projector, the theory's squared loss (``loss="l2"``), stop-gradient target (``ema_momentum=0``), the predictor rule
 without normalisation and ε = 0 (as in stage 2), minibatch SGD with momentum on actually augmented images,
 started from the W₀ that stage 2 starts from. Its horizon matches stage 2's flow time: with momentum β a step
 of lr moves the flow by lr/(1 − β), so epochs = ⌈t · (1 − β) / (lr · steps per epoch)⌉; lr = min(0.05,
@@ -39,7 +39,7 @@ def linear_config(dataset: str, data_dir: str | None, out: Path, wd: float, widt
     """The deep-train settings of the linear stage (module docstring)."""
     return DeepConfig(dataset=dataset, data_dir=data_dir, out=str(out), arch="linear", width=width,
                       predictor=predictor, norm="none", eps=0.0, rho=rho, freq=1, epochs=epochs,
-                      batch_size=batch_size, lr=lr, momentum=momentum, wd=wd, loss="l2", ema=0.0,
+                      batch_size=batch_size, lr=lr, momentum=momentum, wd=wd, loss="l2", ema_momentum=0.0,
                       knn_every=0, device=device, seed=seed, progress=False, workers=0)
 
 
@@ -210,7 +210,7 @@ def sgd_on_model(data_cov: np.ndarray, aug_cov: np.ndarray, wd: float, W0: np.nd
     start = int(steps * (1 - average_last))
     for k in range(steps):
         _, x1, x2 = sampler(batch_size)
-        step(x1.float(), x2.float(), cfg.ema)
+        step(x1.float(), x2.float(), cfg.ema_momentum)
         if k >= start:
             W = backbone.linear.weight.detach().double().numpy()
             gram += W.T @ W
