@@ -94,14 +94,18 @@ def read_toml(path: str) -> dict[str, Any]:
         import tomllib
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
-    file = Path(path)
-    if not file.is_file():
-        raise LinsslError(f"config file {file} does not exist")
+    from linssl.io import require_file
+
+    file = require_file(path, "config file")
+    if file.stat().st_size > 2**20:
+        raise LinsslError(f"config file {file} has {file.stat().st_size} bytes; a settings file is under 1 MiB")
     try:
         with open(file, "rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise LinsslError(f"config file {file} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise LinsslError(f"config file {file} is not UTF-8 text (byte {exc.start}), so not TOML") from None
 
 
 def merged_config(args: argparse.Namespace):
@@ -117,7 +121,9 @@ def merged_config(args: argparse.Namespace):
         out = given.get("out") or from_file.get("out")
         if not out:
             raise LinsslError("--resume needs --out RUN_DIR (the run to continue)")
-        saved = Path(out) / "config.json"
+        from linssl.io import require_folder
+
+        saved = require_folder(out, "run folder", "--resume continues a run in an existing folder") / "config.json"
         if not saved.is_file():
             raise LinsslError(f"no run to resume in {out} (config.json missing); start it without --resume")
         try:

@@ -197,10 +197,9 @@ def load_split(name: str, data_dir: str | Path | None, split: str) -> torch.util
 def _require_dir(name: str, data_dir: str | Path | None) -> Path:
     if data_dir is None:
         raise LinsslError(f"dataset {name} needs --data-dir (the folder holding its files)")
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise LinsslError(f"data dir {root} does not exist; pass the folder that holds the {name} files")
-    return root
+    from linssl.io import require_folder
+
+    return require_folder(Path(data_dir).expanduser(), "data dir", f"pass the folder that holds the {name} files")
 
 
 # ---------------------------------------------------------------- STL-10 binary

@@ -33,6 +33,8 @@ from linssl.deep.checkpoint import (
     append_metrics,
     check_resumable,
     load_checkpoint,
+    restore,
+    restore_optimizer,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -46,7 +48,8 @@ from linssl.deep.schedules import ema_momentum_at, epoch_seed, lr_at
 from linssl.deep.sharding import device_images, epoch_shard, iterate_batches
 from linssl.deep.step import TrainingStep
 from linssl.errors import DivergenceError, LinsslError
-from linssl.io import write_json
+from linssl.io import check_output_folder, write_json
+from linssl.memory import check_fits, deep_memory_available, deep_training_bytes
 
 
 def _tensorboard(run_dir: Path):
@@ -144,7 +147,7 @@ def train(cfg: DeepConfig, resume: bool = False, stop_after_epochs: int | None =
 
 def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool) -> Session:
     """Check the run folder, load the data, build (or restore) networks and optimiser."""
-    run_dir = Path(cfg.out)
+    run_dir = check_output_folder(cfg.out, "--out")
     device = select_device(cfg.device, ranks.local_rank)
     checkpoint = load_checkpoint(run_dir / CHECKPOINT) if resume else None
     if not resume and (run_dir / CHECKPOINT).exists():
@@ -162,6 +165,10 @@ def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool) -> Session:
         datasets.download(cfg.dataset, cfg.data_dir)
     barrier(ranks)
     spec = datasets.resolve_spec(cfg.dataset, cfg.data_dir)
+    available, where = deep_memory_available(device)
+    check_fits(deep_training_bytes(cfg, spec.channels, spec.image_size),
+               f"training with --batch-size {cfg.batch_size}, --width {cfg.width}, --proj-hidden {cfg.proj_hidden}, "
+               f"--proj-dim {cfg.proj_dim}", "lower them", available, where)
     pretrain = datasets.load_split(cfg.dataset, cfg.data_dir, "pretrain")
     train_set = datasets.load_split(cfg.dataset, cfg.data_dir, "train") if ranks.main else None
     test_set = datasets.load_split(cfg.dataset, cfg.data_dir, "test") if ranks.main else None
@@ -185,12 +192,16 @@ def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool) -> Session:
                 online, target, online, optimizer, augment_mod.BatchAugment(augment_config(cfg)).to(device), None,
                 steps_per_epoch, cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch))
     if checkpoint is not None:
-        online.load_state_dict(checkpoint["online"])
-        target.load_state_dict(checkpoint["target"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        path = run_dir / CHECKPOINT
+        restore(online, checkpoint["online"], path, "online network")
+        restore(target, checkpoint["target"], path, "target network")
+        restore_optimizer(optimizer, checkpoint["optimizer"], path)
         s.epoch, s.step, s.metrics = checkpoint["epoch"], checkpoint["step"], list(checkpoint["metrics"])
         s.wall_before = checkpoint["wall_seconds"]
-        set_rng_state(checkpoint["rng"])
+        try:
+            set_rng_state(checkpoint["rng"])
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise LinsslError(f"the RNG state in {path} cannot be restored ({type(exc).__name__})") from None
     if cfg.compile:
         online.backbone.compile()
         target[0].compile()
