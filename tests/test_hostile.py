@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,15 @@ def world(tmp_path_factory) -> Path:
     _run_folder(w, "keys_run", _torch_bytes({k: v for k, v in _checkpoint(cfg).items() if k != "optimizer"}))
     _run_folder(w, "rng_run", _torch_bytes({**_checkpoint(cfg), "rng": {"torch": torch.zeros(3)}}))
     _run_folder(w, "truncated_run", _torch_bytes(_checkpoint(cfg))[:2000])
+    legacy = io.BytesIO()
+    torch.save(_checkpoint(cfg), legacy, _use_new_zipfile_serialization=False)
+    _run_folder(w, "legacy_run", legacy.getvalue())
+    bomb = io.BytesIO()  # 10⁷ zeros deflated: torch.load would inflate 40 KB into 40 MB (any ratio is possible)
+    with zipfile.ZipFile(io.BytesIO(_torch_bytes({**_checkpoint(cfg), "pad": torch.zeros(10**7)}))) as src, \
+            zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for entry in src.infolist():
+            dst.writestr(entry.filename, src.read(entry.filename))
+    _run_folder(w, "bomb_run", bomb.getvalue())
     _run_folder(w, "shape_run", _torch_bytes(_checkpoint(cfg, dataclasses.replace(cfg, width=8))))
     huge = _tiny_cfg(w / "x", width=10**9)
     _run_folder(w, "huge_run", _torch_bytes(_checkpoint(huge, cfg)), {"width": 10**9})
@@ -269,6 +279,8 @@ CASES = [
     ("train-bad-rng", [D, *RESUME, "W/rng_run"], "RNG state"),
     ("train-truncated-checkpoint", [D, *RESUME, "W/truncated_run"], "cannot read checkpoint"),
     ("train-wrong-shapes", [D, *RESUME, "W/shape_run"], "does not fit"),
+    ("train-legacy-format", [D, *RESUME, "W/legacy_run"], "not a complete torch.save archive"),
+    ("train-zip-bomb", [D, *RESUME, "W/bomb_run"], "compressed entries"),
     ("train-checkpoint-folder", [D, *RESUME, "W/ckptdir_run"], "is a folder, not a file"),
     # deep-train: sizes
     ("train-proj-hidden", [D, *TRAIN, "--proj-hidden", str(10**12), "--out", "W/new"], "--proj-hidden"),
@@ -282,6 +294,7 @@ CASES = [
     ("eval-other-version", [E, "W/version_run"], "linssl-checkpoint/1"),
     ("eval-truncated", [E, "W/truncated_run"], "cannot read checkpoint"),
     ("eval-wrong-shapes", [E, "W/shape_run"], "does not fit"),
+    ("eval-zip-bomb", [E, "W/bomb_run"], "compressed entries"),
     ("eval-huge-config", [E, "W/huge_run"], "GiB"),
     ("eval-checkpoint-folder", [E, "W/ckptdir_run"], "is a folder, not a file"),
     ("eval-run-file", [E, "W/file.txt"], "is a file, not a folder"),
@@ -437,6 +450,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, strai
     assert proc.returncode == {signal.SIGINT: 130}.get(sig, -sig), err
     if sig == signal.SIGINT:
         assert err.decode().strip().splitlines()[-1].startswith("linssl deep-train: interrupted")
+    assert 1 <= _weights(out)["epoch"] < 3  # a whole checkpoint of an epoch before the end was left
     resumed = subprocess.run([*_train_argv(out), "--resume"], env=_env(),
                              capture_output=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
@@ -444,3 +458,33 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, strai
     assert weights.keys() == straight_run.keys()
     for key, value in straight_run.items():
         assert torch.equal(weights[key], value), key
+
+
+# --------------------------------------------------------------------------- what the strict readers still accept
+
+
+def test_read_matrix_reads_every_real_npy_layout_and_plain_text(tmp_path):
+    from linssl.io import read_matrix
+
+    A = np.arange(9.0).reshape(3, 3) / 7
+    for name, array in {"c.npy": A, "f.npy": np.asfortranarray(A), "be.npy": A.astype(">f8"),
+                        "f32.npy": A.astype(np.float32), "int.npy": np.arange(9).reshape(3, 3)}.items():
+        np.save(tmp_path / name, array)
+        got = read_matrix(tmp_path / name, "--x", 3)
+        assert got.dtype == np.float64 and np.array_equal(got, np.asarray(array, dtype=np.float64)), name
+    np.savetxt(tmp_path / "a.txt", A, header="a comment")
+    (tmp_path / "b.txt").write_text("1 -2.5e-3  .5  # row 1\n\n+3 4. 5E2\n6 7 8\n")
+    assert np.array_equal(read_matrix(tmp_path / "a.txt", "--x", 3), A)  # savetxt's %.18e round-trips exactly
+    assert read_matrix(tmp_path / "b.txt", "--x", 3).tolist() == [[1, -2.5e-3, 0.5], [3, 4, 500], [6, 7, 8]]
+
+
+def test_parse_list_accepts_spaces_and_integer_spellings():
+    from linssl.errors import LinsslError
+    from linssl.io import parse_list
+
+    assert parse_list(" 0.1, 2 ,1e-3", "--x") == (0.1, 2.0, 1e-3)
+    assert parse_list("100, 1e3", "--n", int) == (100, 1000)
+    assert parse_list("gains,phase", "--only", str) == ("gains", "phase")
+    for bad, kind in (("1,,2", float), (",", str), ("1.5", int), ("inf", float), ("1e999", int)):
+        with pytest.raises(LinsslError, match="--x"):
+            parse_list(bad, "--x", kind)

@@ -9,6 +9,7 @@ import os
 import pickle
 import random
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,7 @@ def load_checkpoint(path: Path, hint: str = "start the run without --resume") ->
         raise LinsslError(f"no checkpoint at {path}; {hint}")
     if kind != "a file":
         raise LinsslError(f"checkpoint {path} is {kind}, not a file")
+    _check_archive(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # weights_only refused a global: foreign, malicious or format 1
@@ -87,6 +89,20 @@ def load_checkpoint(path: Path, hint: str = "start the run without --resume") ->
         raise LinsslError(f"cannot read checkpoint {path} ({type(exc).__name__}); delete it to start afresh") from None
     check_checkpoint(checkpoint, path)
     return checkpoint
+
+
+def _check_archive(path: Path) -> None:
+    """A checkpoint is the zip archive torch.save writes: entries stored uncompressed, so that what loading
+    allocates is bounded by the file's own size (no zip bomb, no legacy format declaring its own sizes)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise LinsslError(f"cannot read checkpoint {path} (not a complete torch.save archive); "
+                          "delete it to start afresh") from None
+    if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or \
+            sum(e.file_size for e in entries) > path.stat().st_size:
+        raise LinsslError(f"{path} is not a {FORMAT} file (compressed entries, which torch.save never writes)")
 
 
 def check_checkpoint(checkpoint: Any, path: Path) -> None:
