@@ -125,6 +125,7 @@ def check_checkpoint(checkpoint: Any, path: Path) -> None:
     rng = checkpoint["rng"]
     saved = rng.get("numpy")
     python = rng.get("python")
+    cuda = rng.get("cuda", [])  # saved where CUDA was available
     ok = (isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8
           and isinstance(saved, dict) and saved.get("kind") == "MT19937"
           and isinstance(saved.get("key"), torch.Tensor) and saved["key"].shape == (624,)
@@ -132,7 +133,8 @@ def check_checkpoint(checkpoint: Any, path: Path) -> None:
           and all(isinstance(saved.get(k), t)
                   for k, t in (("pos", int), ("has_gauss", int), ("cached_gaussian", float)))
           and isinstance(python, tuple) and len(python) == 3 and isinstance(python[1], tuple)
-          and all(isinstance(v, int) for v in python[1]))
+          and len(python[1]) == 625 and all(isinstance(v, int) and 0 <= v < 2**32 for v in python[1][:624])
+          and isinstance(cuda, list) and all(isinstance(t, torch.Tensor) for t in cuda))
     if not ok:
         raise refuse("its RNG state is malformed")
     if checkpoint["epoch"] < 0 or checkpoint["step"] < 0:

@@ -200,7 +200,7 @@ def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool) -> Session:
         s.wall_before = checkpoint["wall_seconds"]
         try:
             set_rng_state(checkpoint["rng"])
-        except (RuntimeError, ValueError, TypeError) as exc:
+        except (RuntimeError, ValueError, TypeError, OverflowError) as exc:
             raise LinsslError(f"the RNG state in {path} cannot be restored ({type(exc).__name__})") from None
     if cfg.compile:
         online.backbone.compile()
