@@ -199,6 +199,9 @@ CASES = [
     ("sim-json-under-file", [S, "--json", "W/file.txt/r.json"], "not a folder"),
     ("sim-plot-suffix", [S, "--plot", "W/r.xyz"], "cannot save a figure"),
     ("sim-wd-text", [S, "--wd", "abc"], "invalid float"),
+    ("sim-vanishing-lr", [S, "--mode", "gd", "--lr", "5e-324"], "too small"),
+    ("sim-tiny-lr-steps", [S, "--mode", "sgd", "--lr", "1e-30"], "steps must be between"),
+    ("sim-huge-steps", [S, "--mode", "gd", "--steps", "1" + "0" * 400], "more than 1e300"),
     # simulate: matrix files
     ("npy-strings", [S, *COV, "W/strings.npy"], "real numbers"),
     ("npy-complex", [S, *COV, "W/complex.npy"], "complex128"),
@@ -257,6 +260,9 @@ CASES = [
     ("sc-plot-fifo", [N, "--plot", "W/fifo"], "not a regular file"),
     ("sc-memory", [N, "--dim", "14000", "--seeds", "2", "--n", "14002"], "GiB"),
     ("sc-too-many-numbers", [N, "--seeds", str(10**9)], "exceeds"),
+    ("sc-vanishing-wd", [N, "--wd", "1e-200"], "well conditioned"),
+    ("sc-subnormal-noise", [N, "--noise", "1e-320"], "noise must be"),
+    ("sc-vanishing-target", [N, "--target-risk", "1e-320"], "target risk must be at least"),
     # deep-train: files and folders
     ("train-config-not-utf8", [D, *TRAIN, "--config", "W/latin1.toml", "--out", "W/new"], "not UTF-8"),
     ("train-config-folder", [D, *TRAIN, "--config", "W/folder", "--out", "W/new"], "is a folder, not a file"),
@@ -287,6 +293,8 @@ CASES = [
     ("train-proj-dim", [D, *TRAIN, "--proj-dim", str(10**6), "--out", "W/new"], "GiB"),
     ("train-width", [D, *TRAIN, "--width", str(10**9), "--out", "W/new"], "--width"),
     ("train-batch", [D, *TRAIN, "--batch-size", str(10**9), "--out", "W/new"], "--batch-size"),
+    ("train-workers", [D, *TRAIN, "--workers", str(10**8), "--out", "W/new"], "--workers must be between"),
+    ("train-endless-warmup", [D, *TRAIN, "--warmup-epochs", "1e308", "--out", "W/new"], "longer than the run"),
     # deep-eval
     ("eval-evil-checkpoint", [E, "W/evil_run"], "never loaded"),
     ("eval-tensor-checkpoint", [E, "W/tensor_run"], "holds a Tensor"),

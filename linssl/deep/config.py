@@ -42,6 +42,8 @@ ARCHITECTURE_FIELDS = ("dataset", "arch", "stem", "width", "predictor", "project
 SCHEDULE_FIELDS = ("alpha", "norm", "eps", "rho", "freq", "epochs", "batch_size", "lr", "momentum", "wd", "optimizer",
                    "lr_schedule", "warmup_epochs", "exclude_bn_bias_wd", "ema", "ema_schedule", "crop_scale",
                    "jitter_order", "seed")
+#: most DataLoader worker processes
+MAX_WORKERS = 256
 #: settings added since older runs were saved, with the value those runs used (--resume keeps it)
 LEGACY_DEFAULTS: dict[str, Any] = {"jitter_order": "fixed"}
 
@@ -134,8 +136,10 @@ class DeepConfig:
                 raise LinsslError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.knn_every < 0:
             raise LinsslError(f"--knn-every must be >= 0, got {self.knn_every}")
-        if self.workers < 0:
-            raise LinsslError(f"--workers must be >= 0, got {self.workers}")
+        if not 0 <= self.workers <= MAX_WORKERS:  # each is a process: a million would exhaust the machine
+            raise LinsslError(f"--workers must be between 0 and {MAX_WORKERS}, got {self.workers}")
+        if self.warmup_epochs > self.epochs:
+            raise LinsslError(f"--warmup-epochs {self.warmup_epochs:g} is longer than the run (--epochs {self.epochs})")
         if self.crop_scale is not None:
             lo, hi = self.crop_scale
             if not 0.0 < lo <= hi <= 1.0:
