@@ -120,6 +120,11 @@ def world(tmp_path_factory) -> Path:
     with open(w / "sparse.txt", "wb") as fh:  # 65 MiB, sparse: over the text-matrix limit
         fh.truncate(65 * 2**20)
     (w / "latin1.toml").write_bytes('dataset = "digits" # caf\xe9\n'.encode("latin-1"))
+    (w / "deep.toml").write_text("crop_scale = " + "[" * 100_000)  # nesting beyond Python's recursion limit
+    (w / "nested_run").mkdir()
+    (w / "nested_run" / "config.json").write_text("[" * 100_000)
+    (w / "nested_metrics").mkdir()
+    (w / "nested_metrics" / "metrics.jsonl").write_text("[" * 100_000 + "\n")
     # runs for figures --run
     bad_runs = {"badrun_bytes": b"\xff\xfe\n", "badrun_types": b'{"epoch": 1, "F_eigenvalues": "abc"}\n'}
     for name, text in bad_runs.items():
@@ -248,6 +253,7 @@ CASES = [
     ("fig-run-missing", [F, "--only", "deep_run", "--run", "W/nowhere", "--out", "W/figs"], "does not exist"),
     ("fig-run-not-utf8", [F, "--only", "deep_run", "--run", "W/badrun_bytes", "--out", "W/figs"], "not UTF-8"),
     ("fig-run-wrong-types", [F, "--only", "deep_run", "--run", "W/badrun_types", "--out", "W/figs"], "wrong type"),
+    ("fig-run-nested", [F, "--only", "deep_run", "--run", "W/nested_metrics", "--out", "W/figs"], "not JSON"),
     ("fig-output-is-folder", [F, "--only", "gains", "--out", "W/blocked"], "01_gains.png: it is a folder"),
     # sample-complexity
     ("sc-empty-item", [N, "--n", "100,,200"], "empty items"),
@@ -265,6 +271,8 @@ CASES = [
     ("sc-vanishing-target", [N, "--target-risk", "1e-320"], "target risk must be at least"),
     # deep-train: files and folders
     ("train-config-not-utf8", [D, *TRAIN, "--config", "W/latin1.toml", "--out", "W/new"], "not UTF-8"),
+    ("train-config-nested", [D, *TRAIN, "--config", "W/deep.toml", "--out", "W/new"], "nests deeper"),
+    ("train-resume-nested-json", [D, *RESUME, "W/nested_run"], "not valid JSON"),
     ("train-config-folder", [D, *TRAIN, "--config", "W/folder", "--out", "W/new"], "is a folder, not a file"),
     ("train-config-device", [D, *TRAIN, "--config", "/dev/zero", "--out", "W/new"], "is a device"),
     ("train-config-missing", [D, *TRAIN, "--config", "W/none.toml", "--out", "W/new"], "does not exist"),

@@ -59,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _read_summary(path: Path) -> dict:
     """A run's summary.json, which deep-eval refreshes; a damaged one is a one-line error."""
+    if path.stat().st_size > 2**20:
+        raise LinsslError(f"{path} has {path.stat().st_size} bytes; a run's summary takes under 1 MiB")
     try:
         summary = json.loads(path.read_bytes().decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise LinsslError(f"cannot read {path}: {exc}; delete it and rerun deep-eval") from None
     if not isinstance(summary, dict):
         raise LinsslError(f"{path} is not a JSON object; delete it and rerun deep-eval")

@@ -104,6 +104,8 @@ def read_toml(path: str) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise LinsslError(f"config file {file} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise LinsslError(f"config file {file} nests deeper than any settings file") from None
     except UnicodeDecodeError as exc:
         raise LinsslError(f"config file {file} is not UTF-8 text (byte {exc.start}), so not TOML") from None
 
@@ -126,9 +128,11 @@ def merged_config(args: argparse.Namespace):
         saved = require_folder(out, "run folder", "--resume continues a run in an existing folder") / "config.json"
         if not saved.is_file():
             raise LinsslError(f"no run to resume in {out} (config.json missing); start it without --resume")
+        if saved.stat().st_size > 2**20:
+            raise LinsslError(f"{saved} has {saved.stat().st_size} bytes; a run's settings take under 1 MiB")
         try:
             saved_values = json.loads(saved.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise LinsslError(f"{saved} is not valid JSON ({exc}); restore it (checkpoint.pt holds the same "
                               "settings under 'config') or start a new run") from None
         if not isinstance(saved_values, dict):

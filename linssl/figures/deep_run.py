@@ -49,7 +49,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
             continue
         try:
             line = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise LinsslError(f"{path}: line {k} is not JSON; the file is damaged") from None
         if not isinstance(line, dict) or "epoch" not in line:
             raise LinsslError(f"{path}: line {k} has no 'epoch'; not a linssl deep-train metrics file")
@@ -94,7 +94,7 @@ def compute_deep_run(run_dir: str | Path, quick: bool = False) -> DeepRunData:
     if path_kind(summary_path) == "a file":
         try:
             summary = json.loads(_read_text(summary_path))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise LinsslError(f"{summary_path} is not JSON; the file is damaged") from None
         if not isinstance(summary, dict):
             raise LinsslError(f"{summary_path} is not a JSON object; not a linssl deep-train summary")
