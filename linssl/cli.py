@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from linssl import __version__
@@ -45,19 +46,29 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
-    """Run a command, turning user errors into one line on stderr and exit code 2."""
-    try:
-        return int(func(args) or 0)
-    except LinsslError as exc:
-        sys.stderr.write(f"{prog}: error: {exc}\n")
-        return 2
-    except OSError as exc:  # a path the user gave: unreadable, unwritable, missing, disk full
-        where = f" {exc.filename}" if exc.filename else ""
-        sys.stderr.write(f"{prog}: error: {exc.strerror or exc}{':' if where else ''}{where}\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted\n")
-        return 130
+    """Run a command, turning user errors into one line on stderr and exit code 2.
+
+    Library warnings raised on the way are held back: a run that fails on bad input prints its one error
+    line and nothing else; a run that completes shows them at its end."""
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            code = int(func(args) or 0)
+        except LinsslError as exc:
+            sys.stderr.write(f"{prog}: error: {exc}\n")
+            return 2
+        except OSError as exc:  # a path the user gave: unreadable, unwritable, missing, disk full
+            where = f" {exc.filename}" if exc.filename else ""
+            sys.stderr.write(f"{prog}: error: {exc.strerror or exc}{':' if where else ''}{where}\n")
+            return 2
+        except MemoryError:  # an allocation the estimates of linssl.memory did not foresee
+            sys.stderr.write(f"{prog}: error: out of memory; lower the sizes of the run\n")
+            return 2
+        except KeyboardInterrupt:
+            sys.stderr.write(f"{prog}: interrupted\n")
+            return 130
+    for w in caught:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+    return code
 
 
 def command_main(module_name: str, prog: str, argv: Sequence[str] | None = None) -> int:

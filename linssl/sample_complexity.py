@@ -9,9 +9,9 @@ function, ``linssl.sample_complexity(dim=50, ...)`` is ``linssl.api.sample_compl
 from __future__ import annotations
 
 import argparse
-import math
 
 from linssl.errors import LinsslError
+from linssl.io import parse_list
 from linssl.linear.downstream import REPRESENTATIONS, SampleComplexityConfig, SampleComplexityResult
 
 
@@ -40,17 +40,11 @@ def parse_sizes(text: str | None) -> tuple[int, ...] | None:
     """'100,200,400' -> (100, 200, 400); a clear error for anything that is not a positive integer."""
     if text is None:
         return None
-    sizes = []
-    for token in text.split(","):
-        token = token.strip()
-        try:
-            value = float(token)
-        except ValueError:
-            raise LinsslError(f"--n must be a comma list of integers, got {token!r}") from None
-        if not (math.isfinite(value) and value == int(value) and value > 0):
-            raise LinsslError(f"--n must be a comma list of positive integers, got {token!r}")
-        sizes.append(int(value))
-    return tuple(sizes)
+    sizes = parse_list(text, "--n", int)
+    bad = next((n for n in sizes if n < 1), None)
+    if bad is not None:
+        raise LinsslError(f"--n must be a comma list of positive integers, got {bad} in {text!r}")
+    return sizes
 
 
 def config_from_args(args: argparse.Namespace) -> SampleComplexityConfig:
@@ -158,22 +152,27 @@ def plot_curves(result: SampleComplexityResult, path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from linssl.io import check_output_path
+    from linssl.io import check_distinct_outputs, check_output_path
     from linssl.linear.downstream import sample_complexity_curves
+    from linssl.memory import check_fits, sample_complexity_bytes
 
     config = config_from_args(args)
-    if args.json:
-        check_output_path(args.json)
-    if args.plot:
-        check_output_path(args.plot, figure=True)
+    if args.json is not None:
+        check_output_path(args.json, flag="--json")
+    if args.plot is not None:
+        check_output_path(args.plot, figure=True, flag="--plot")
+    check_distinct_outputs({"--json": args.json, "--plot": args.plot})
+    check_fits(sample_complexity_bytes(config.dim, config.seeds, config.sizes[-1], config.classification),
+               f"--dim {config.dim}, --seeds {config.seeds} and n up to {config.sizes[-1]}",
+               "lower --dim, --seeds or the largest --n")
     result = sample_complexity_curves(config)
     print(format_table(result))
-    if args.json:
+    if args.json is not None:
         from linssl.io import write_json
 
         write_json(args.json, result.to_json())
         print(f"wrote {args.json}")
-    if args.plot:
+    if args.plot is not None:
         plot_curves(result, args.plot)
         print(f"wrote {args.plot}")
     return 0

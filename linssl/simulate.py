@@ -14,20 +14,10 @@ import math
 import numpy as np
 
 from linssl.errors import LinsslError
+from linssl.io import parse_list, read_matrix
 from linssl.linear.data import DEFAULT_AUG_VAR
-from linssl.linear.simulation import MODES, SimConfig, SimulationResult, run_simulation
+from linssl.linear.simulation import MAX_DIM, MODES, SimConfig, SimulationResult, run_simulation
 from linssl.predictors import F_SOURCES, NORMS, PREDICTOR_NAMES
-
-
-def parse_float_list(text: str, name: str) -> tuple[float, ...]:
-    """'0.1,0.5, 2' -> (0.1, 0.5, 2.0); a one-line LinsslError for anything else."""
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip() != "")
-    except ValueError:
-        raise LinsslError(f"{name} must be a comma-separated list of numbers, got {text!r}") from None
-    if not values or not all(math.isfinite(v) for v in values):
-        raise LinsslError(f"{name} must be a comma-separated list of finite numbers, got {text!r}")
-    return values
 
 
 def default_aug_var(dim: int) -> tuple[float, ...]:
@@ -37,12 +27,8 @@ def default_aug_var(dim: int) -> tuple[float, ...]:
     return tuple(float(v) for v in np.geomspace(DEFAULT_AUG_VAR[0], DEFAULT_AUG_VAR[-1], dim).round(4))
 
 
-def _load_matrix(path: str, name: str) -> tuple[tuple[float, ...], ...]:
-    try:
-        mat = np.load(path) if path.endswith(".npy") else np.loadtxt(path, delimiter=None, ndmin=2)
-    except (OSError, ValueError) as exc:
-        raise LinsslError(f"cannot read {name} from {path}: {exc}") from None
-    return tuple(tuple(float(v) for v in row) for row in np.atleast_2d(mat))
+def _load_matrix(path: str, flag: str) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(float(v) for v in row) for row in read_matrix(path, flag, MAX_DIM))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -87,12 +73,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     if args.aug_var is not None:
-        aug = parse_float_list(args.aug_var, "--aug-var")
+        aug = parse_list(args.aug_var, "--aug-var")
         if args.dim is not None and args.dim != len(aug):
             raise LinsslError(f"--dim {args.dim} disagrees with the {len(aug)} values of --aug-var")
     else:
-        if args.dim is not None and args.dim < 1:
-            raise LinsslError(f"--dim must be >= 1, got {args.dim}")
+        if args.dim is not None and not 1 <= args.dim <= MAX_DIM:
+            raise LinsslError(f"--dim must be between 1 and {MAX_DIM} (a d×d eigendecomposition per step), "
+                              f"got {args.dim}")
         aug = default_aug_var(args.dim or len(DEFAULT_AUG_VAR))
     data_cov = aug_cov = None
     if args.data_cov or args.aug_cov:
@@ -105,7 +92,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
                               "(the matrices set d and the variances)")
         data_cov, aug_cov = _load_matrix(args.data_cov, "--data-cov"), _load_matrix(args.aug_cov, "--aug-cov")
     return SimConfig(
-        wd=args.wd, aug_var=aug, data_var=parse_float_list(args.data_var or "1", "--data-var"), out_dim=args.out_dim,
+        wd=args.wd, aug_var=aug, data_var=parse_list(args.data_var or "1", "--data-var"), out_dim=args.out_dim,
         predictor=args.predictor, alpha=args.alpha, f_source=args.f_source, norm=args.norm, eps=args.eps,
         target=args.target, ema=args.ema, target_scale=args.target_scale, pred_lr=args.pred_lr,
         pred_wd=args.pred_wd, mode=args.mode, time=args.time, steps=args.steps, lr=args.lr, batch=args.batch,
@@ -177,19 +164,32 @@ def plot_result(result: SimulationResult, path: str) -> None:
     plt.close(fig)
 
 
+def check_memory(config: SimConfig) -> None:
+    """Refuse, before allocating, a run whose arrays cannot fit in memory (``linssl.memory.simulation_bytes``)."""
+    from linssl.memory import check_fits, simulation_bytes
+
+    d = len(config.data_cov) if config.data_cov is not None else len(config.aug_var)
+    m = config.out_dim or d
+    what = f"--batch {config.batch} with d = {d}, m = {m}" if config.mode == "sgd" else f"d = {d}"
+    check_fits(simulation_bytes(d, min(m, d), config.mode, config.batch), what,
+               "lower --batch" if config.mode == "sgd" else "lower the dimension")
+
+
 def run(args: argparse.Namespace) -> int:
-    from linssl.io import check_output_path, write_json
+    from linssl.io import check_distinct_outputs, check_output_path, write_json
 
     config = config_from_args(args)
-    if args.json:
-        check_output_path(args.json)
-    if args.plot:
-        check_output_path(args.plot, figure=True)
+    if args.json is not None:
+        check_output_path(args.json, flag="--json")
+    if args.plot is not None:
+        check_output_path(args.plot, figure=True, flag="--plot")
+    check_distinct_outputs({"--json": args.json, "--plot": args.plot})
+    check_memory(config)
     result = run_simulation(config, progress=True)
     print(format_table(result))
-    if args.json:
+    if args.json is not None:
         write_json(args.json, result.to_json())
-    if args.plot:
+    if args.plot is not None:
         plot_result(result, args.plot)
     return 0
 

@@ -172,7 +172,7 @@ def test_one_epoch_per_predictor_writes_run_files(tmp_path, predictor):
     assert summary["predictor"] == predictor and 0 <= summary["linear_top1"] <= 1
     assert json.loads((run / "config.json").read_text())["predictor"] == predictor
     assert result.summary["linear_top1"] == summary["linear_top1"]
-    checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
     assert checkpoint["epoch"] == 1 and "predictor.tracker.value" in checkpoint["online"]
     assert torch.equal(checkpoint["online"]["predictor.tracker.value"], result.online.predictor.tracker.value)
 
@@ -234,7 +234,7 @@ def test_a_run_saved_before_jitter_order_existed_resumes_with_the_fixed_order(tm
     config = json.loads((run / "config.json").read_text())
     del config["jitter_order"]
     (run / "config.json").write_text(json.dumps(config))
-    checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
     del checkpoint["config"]["jitter_order"]
     torch.save(checkpoint, run / "checkpoint.pt")
     with pytest.raises(LinsslError, match="jitter_order = 'fixed'"):
@@ -433,7 +433,7 @@ def test_compiled_bf16_run_on_cpu_checkpoints_plain_keys_and_resumes(tmp_path):
     bf16 autocast, a checkpoint whose keys load into an uncompiled network, and a compiled resume."""
     cfg = tiny(tmp_path, compile=True, amp=True, epochs=2, predictor="directpred")
     first = train(cfg, stop_after_epochs=1)
-    checkpoint = torch.load(Path(cfg.out) / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(Path(cfg.out) / "checkpoint.pt", weights_only=True)
     plain = config_mod.build_online(cfg.resolve(), 1)  # digits: one channel
     assert checkpoint["online"].keys() == plain.state_dict().keys()  # no "_orig_mod." prefixes
     plain.load_state_dict(checkpoint["online"])

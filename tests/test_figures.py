@@ -92,7 +92,7 @@ def test_deep_run_data_read_back(tmp_path):
 
 
 @pytest.mark.parametrize("make_bad, message", [
-    (lambda d: None, "no such folder"),
+    (lambda d: None, "does not exist"),
     (lambda d: d.mkdir(), "no metrics.jsonl"),
     (lambda d: (d.mkdir(), (d / "metrics.jsonl").write_text("{not json\n")), "not JSON"),
     (lambda d: (d.mkdir(), (d / "metrics.jsonl").write_text('{"epoch": 1, "loss": 1.0}\n')), "no F_eigenvalues"),

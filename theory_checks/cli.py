@@ -25,9 +25,9 @@ def selected_names(only: str | None) -> list[str] | None:
 
     if only is None:
         return None
-    names = [n.strip() for n in only.split(",") if n.strip()]
-    if not names:
-        raise LinsslError("--only needs at least one check name")
+    from linssl.io import parse_list
+
+    names = list(parse_list(only, "--only", str))
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
         raise LinsslError(f"unknown check(s) {', '.join(unknown)} in --only; choose from {', '.join(CHECKS)}")
@@ -39,14 +39,14 @@ def run(args: argparse.Namespace) -> int:
     from theory_checks import CHECKS, format_table, report, run_checks
 
     names = selected_names(args.only)
-    if args.json:
-        check_output_path(args.json)
+    if args.json is not None:
+        check_output_path(args.json, flag="--json")
     if args.list:
         for name, check in CHECKS.items():
             print(f"{name:<12} {(check.__doc__ or '').strip().splitlines()[0]}")
         return 0
     results = run_checks(names, quick=args.quick)
     print(format_table(results))
-    if args.json:
+    if args.json is not None:
         write_json(args.json, report(results))
     return 0 if all(r.passed for r in results) else 1

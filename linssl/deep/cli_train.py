@@ -36,14 +36,20 @@ def read_toml(path: str) -> dict[str, Any]:
         import tomllib
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
-    file = Path(path)
-    if not file.is_file():
-        raise LinsslError(f"config file {file} does not exist")
+    from linssl.io import require_file
+
+    file = require_file(path, "config file")
+    if file.stat().st_size > 2**20:
+        raise LinsslError(f"config file {file} has {file.stat().st_size} bytes; a settings file is under 1 MiB")
     try:
         with open(file, "rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise LinsslError(f"config file {file} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise LinsslError(f"config file {file} nests deeper than any settings file") from None
+    except UnicodeDecodeError as exc:
+        raise LinsslError(f"config file {file} is not UTF-8 text (byte {exc.start}), so not TOML") from None
 
 
 def merged_config(args: argparse.Namespace):
@@ -70,12 +76,16 @@ def merged_config(args: argparse.Namespace):
         out = given.get("out") or from_file.get("out")
         if not out:
             raise LinsslError("--resume needs --out RUN_DIR (the run to continue)")
-        saved = Path(out) / "config.json"
+        from linssl.io import require_folder
+
+        saved = require_folder(out, "run folder", "--resume continues a run in an existing folder") / "config.json"
         if not saved.is_file():
             raise LinsslError(f"no run to resume in {out} (config.json missing); start it without --resume")
+        if saved.stat().st_size > 2**20:
+            raise LinsslError(f"{saved} has {saved.stat().st_size} bytes; a run's settings take under 1 MiB")
         try:
             saved_values = json.loads(saved.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise LinsslError(f"{saved} is not valid JSON ({exc}); restore it (checkpoint.pt holds the same "
                               "settings under 'config') or start a new run") from None
         if not isinstance(saved_values, dict):

@@ -51,6 +51,8 @@ SCHEDULE_FIELDS = ("alpha", "norm", "eps", "rho", "freq", "epochs", "batch_size"
                    "optimizer", "lars_eta", "lars_clip", "lr_schedule", "warmup_epochs", "exclude_bn_bias_wd",
                    "ema_momentum", "ema_schedule", "crop_scale", "jitter", "jitter_p", "gray_p", "blur_p",
                    "solarize_p", "jitter_order", "seed", "recipe", "loss")
+#: most DataLoader worker processes
+MAX_WORKERS = 256
 #: settings added since older runs were saved, with the value those runs used (--resume keeps it)
 LEGACY_DEFAULTS: dict[str, Any] = {"jitter_order": "fixed", "proj_bn_affine": True, "lr_scaling": "none",
                                    "lars_eta": 0.001, "lars_clip": False, "solarize_p": (0.0, 0.0), "recipe": "",
@@ -167,8 +169,10 @@ class DeepConfig:
                 raise LinsslError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.knn_every < 0:
             raise LinsslError(f"--knn-every must be >= 0, got {self.knn_every}")
-        if self.workers < 0:
-            raise LinsslError(f"--workers must be >= 0, got {self.workers}")
+        if not 0 <= self.workers <= MAX_WORKERS:  # each is a process: a million would exhaust the machine
+            raise LinsslError(f"--workers must be between 0 and {MAX_WORKERS}, got {self.workers}")
+        if self.warmup_epochs > self.epochs:
+            raise LinsslError(f"--warmup-epochs {self.warmup_epochs:g} is longer than the run (--epochs {self.epochs})")
         if self.crop_scale is not None:
             lo, hi = self.crop_scale
             if not 0.0 < lo <= hi <= 1.0:
@@ -315,16 +319,16 @@ def build_optimizer(module: nn.Module, cfg: DeepConfig) -> torch.optim.Optimizer
 
 
 def build_online(cfg: DeepConfig, channels: int, backbone: nn.Module | None = None,
-                 feature_dim: int | None = None) -> OnlineNetwork:
+                 feature_dim: int | None = None, image_size: int | None = None) -> OnlineNetwork:
     """Backbone + projector + predictor head of a resolved config, initialised from ``cfg.seed``.
 
     ``backbone``: the user's own module (``cfg.arch == "custom"``) with output size ``feature_dim``;
-    default the one ``cfg.arch`` names."""
+    default the one ``cfg.arch`` names, for images of side ``image_size`` (default: the dataset's)."""
     torch.manual_seed(cfg.seed)
     if backbone is None:
         if cfg.arch == CUSTOM:
             raise LinsslError("this run trained its own backbone (arch = custom): pass that backbone again")
-        size = datasets.get_spec(cfg.dataset).image_size
+        size = image_size or datasets.get_spec(cfg.dataset).image_size
         backbone = build_backbone(cfg.arch, channels, cfg.stem, cfg.width, size)
         feature_dim = backbone.feature_dim
     projector = (nn.Identity() if cfg.arch == "linear"

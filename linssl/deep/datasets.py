@@ -160,10 +160,21 @@ def loader_batches(loader: torch.utils.data.DataLoader):
 
 def decode_image(path: Path, resize: int, crop: int) -> torch.Tensor:
     """Read an image file as uint8 (3, crop, crop): shorter side -> ``resize``, then centre crop."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    from linssl.io import path_kind
+
+    kind = path_kind(path)
+    if kind != "a file":  # a named pipe would block the reader forever
+        raise LinsslError(f"cannot decode image {path}: it is {kind or 'missing'}, not a file")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            # an image over Pillow's pixel limit (89 Mpx) is refused, not decoded into gigabytes
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             img = img.convert("RGB")
             w, h = img.size
             scale = resize / min(w, h)
@@ -172,7 +183,8 @@ def decode_image(path: Path, resize: int, crop: int) -> torch.Tensor:
             left, top = (new_w - crop) // 2, (new_h - crop) // 2
             img = img.crop((left, top, left + crop, top + crop))
             array = np.asarray(img, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
         raise LinsslError(f"cannot decode image {path}: {exc}; delete or replace the file") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
@@ -198,19 +210,27 @@ def load_split(name: str, data_dir: str | Path | None, split: str) -> torch.util
 def _require_dir(name: str, data_dir: str | Path | None) -> Path:
     if data_dir is None:
         raise LinsslError(f"dataset {name} needs --data-dir (the folder holding its files)")
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise LinsslError(f"data dir {root} does not exist; pass the folder that holds the {name} files")
-    return root
+    from linssl.io import require_folder
+
+    return require_folder(Path(data_dir).expanduser(), "data dir", f"pass the folder that holds the {name} files")
 
 
 # ---------------------------------------------------------------- STL-10 binary
 
 
+def _require_data_file(path: Path, what: str) -> None:
+    from linssl.io import path_kind
+
+    kind = path_kind(path)
+    if kind is None:
+        raise LinsslError(f"missing {what} file {path}; download it with --download or fix --data-dir")
+    if kind != "a file":
+        raise LinsslError(f"{what} file {path} is {kind}, not a file; fix --data-dir")
+
+
 def _stl10_images(path: Path) -> torch.Tensor:
     """Memory-map an STL-10 X file: uint8, image-major, each image 3×96×96 column-major -> (N, 3, H, W)."""
-    if not path.is_file():
-        raise LinsslError(f"missing STL-10 file {path}; download it with --download or fix --data-dir")
+    _require_data_file(path, "STL-10")
     per_image = int(np.prod(STL10_SHAPE))
     size = path.stat().st_size
     if size == 0 or size % per_image:
@@ -222,8 +242,9 @@ def _stl10_images(path: Path) -> torch.Tensor:
 
 
 def _stl10_labels(path: Path, count: int, x_path: Path) -> torch.Tensor:
-    if not path.is_file():
-        raise LinsslError(f"missing STL-10 file {path}; download it with --download or fix --data-dir")
+    _require_data_file(path, "STL-10")
+    if path.stat().st_size != count:  # checked before reading: a huge file is not read
+        raise LinsslError(f"STL-10 file {path} has {path.stat().st_size} labels but {x_path.name} has {count} images")
     labels = np.fromfile(path, dtype=np.uint8)
     if labels.shape[0] != count:
         raise LinsslError(f"STL-10 file {path} has {labels.shape[0]} labels but {x_path.name} has {count} images")
@@ -252,6 +273,10 @@ def _load_stl10(root: Path, split: str) -> TensorImageDataset:
 # ---------------------------------------------------------------- CIFAR python pickles
 
 
+#: largest CIFAR pickle read (the official ones: 31 MB per CIFAR-10 batch, 155 MB for CIFAR-100's train)
+MAX_CIFAR_FILE_BYTES = 2**30
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickler that only rebuilds numpy arrays and bytes (the CIFAR files hold nothing else beyond
     builtins), so a foreign pickle cannot run code."""
@@ -272,8 +297,9 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def _read_cifar_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (N, 3, 32, 32), labels int64 (N,)) from one CIFAR pickle."""
-    if not path.is_file():
-        raise LinsslError(f"missing CIFAR file {path}; download it with --download or fix --data-dir")
+    _require_data_file(path, "CIFAR")
+    if path.stat().st_size > MAX_CIFAR_FILE_BYTES:
+        raise LinsslError(f"CIFAR file {path} has {path.stat().st_size} bytes; the official files are under 200 MB")
     try:
         with open(path, "rb") as fh:
             batch = _ArrayUnpickler(fh, encoding="bytes").load()

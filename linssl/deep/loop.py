@@ -37,6 +37,8 @@ from linssl.deep.checkpoint import (
     append_metrics,
     check_resumable,
     load_checkpoint,
+    restore,
+    restore_optimizer,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -51,7 +53,8 @@ from linssl.deep.sharding import device_images, epoch_shard, iterate_batches
 from linssl.deep.step import TrainingStep
 from linssl.deep.userdata import ImageData
 from linssl.errors import DivergenceError, LinsslError
-from linssl.io import write_json
+from linssl.io import check_output_folder, write_json
+from linssl.memory import check_fits, deep_memory_available, deep_training_bytes
 
 
 def _tensorboard(run_dir: Path):
@@ -155,7 +158,7 @@ def train(cfg: DeepConfig, resume: bool = False, stop_after_epochs: int | None =
 def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool, backbone: nn.Module | None = None,
             feature_dim: int | None = None, data: ImageData | None = None) -> Session:
     """Check the run folder, load the data, build (or restore) networks and optimiser."""
-    run_dir = Path(cfg.out)
+    run_dir = check_output_folder(cfg.out, "--out")
     device = select_device(cfg.device, ranks.local_rank)
     checkpoint = load_checkpoint(run_dir / CHECKPOINT) if resume else None
     if not resume and (run_dir / CHECKPOINT).exists():
@@ -174,10 +177,15 @@ def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool, backbone: nn.Module | N
     barrier(ranks)
     if (data is None) != (cfg.dataset != CUSTOM):
         raise LinsslError("dataset = custom goes with images given to linssl.deep.train, and only with them")
+    spec = datasets.resolve_spec(cfg.dataset, cfg.data_dir) if data is None else data.spec
+    if backbone is None:  # the user's own backbone is theirs to size
+        available, where = deep_memory_available(device)
+        check_fits(deep_training_bytes(cfg, spec.channels, spec.image_size),
+                   f"training with --batch-size {cfg.batch_size}, --width {cfg.width}, --proj-hidden "
+                   f"{cfg.proj_hidden}, --proj-dim {cfg.proj_dim}", "lower them", available, where)
     if data is not None:
-        spec, pretrain, train_set, test_set = data.spec, data.pretrain, data.train, data.test
+        pretrain, train_set, test_set = data.pretrain, data.train, data.test
     else:
-        spec = datasets.resolve_spec(cfg.dataset, cfg.data_dir)
         pretrain = datasets.load_split(cfg.dataset, cfg.data_dir, "pretrain")
         train_set = datasets.load_split(cfg.dataset, cfg.data_dir, "train") if ranks.main else None
         test_set = datasets.load_split(cfg.dataset, cfg.data_dir, "test") if ranks.main else None
@@ -188,7 +196,7 @@ def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool, backbone: nn.Module | N
         raise LinsslError(f"--batch-size {cfg.batch_size} must split into >= 2 images on each of {ranks.world} ranks")
     steps_per_epoch = n // cfg.batch_size
 
-    online = build_online(cfg, spec.channels, backbone, feature_dim)
+    online = build_online(cfg, spec.channels, backbone, feature_dim, spec.image_size)
     if cfg.sync_bn and ranks.world > 1:
         online = nn.SyncBatchNorm.convert_sync_batchnorm(online)
     online.to(device)
@@ -201,12 +209,16 @@ def prepare(cfg: DeepConfig, ranks: Ranks, resume: bool, backbone: nn.Module | N
                 online, target, online, optimizer, augment_mod.ViewPair(*view_configs(cfg, spec)).to(device), None,
                 steps_per_epoch, cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch))
     if checkpoint is not None:
-        online.load_state_dict(checkpoint["online"])
-        target.load_state_dict(checkpoint["target"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        path = run_dir / CHECKPOINT
+        restore(online, checkpoint["online"], path, "online network")
+        restore(target, checkpoint["target"], path, "target network")
+        restore_optimizer(optimizer, checkpoint["optimizer"], path)
         s.epoch, s.step, s.metrics = checkpoint["epoch"], checkpoint["step"], list(checkpoint["metrics"])
         s.wall_before = checkpoint["wall_seconds"]
-        set_rng_state(checkpoint["rng"])
+        try:
+            set_rng_state(checkpoint["rng"])
+        except (RuntimeError, ValueError, TypeError, OverflowError) as exc:
+            raise LinsslError(f"the RNG state in {path} cannot be restored ({type(exc).__name__})") from None
         s.extensions = list(checkpoint.get("extensions", []))
         planned = int(checkpoint["config"].get("epochs", cfg.epochs))
         if planned != cfg.epochs:

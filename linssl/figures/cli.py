@@ -36,10 +36,12 @@ def selected(only: str | None) -> list[str]:
 
     if only is None:
         return list(FIGURES)
-    names = [n.strip() for n in only.split(",") if n.strip()]
+    from linssl.io import parse_list
+
+    names = parse_list(only, "--only", str)
     unknown = [n for n in names if n not in FIGURES]
-    if unknown or not names:
-        wrong = ", ".join(unknown) or repr(only)
+    if unknown:
+        wrong = ", ".join(unknown)
         raise LinsslError(f"--only: unknown figure {wrong}; choose from {', '.join(FIGURES)}")
     return [n for n in FIGURES if n in names]
 
@@ -82,6 +84,8 @@ def read_run(run_dir: str | None, quick: bool = False):
 
 def run(args: argparse.Namespace) -> int:
     from linssl.figures import FIGURES
+    from linssl.figures.style import FORMATS
+    from linssl.io import check_output_folder, check_output_path
 
     if args.compare is not None:
         from linssl.compare.figure import write_compare_figure
@@ -92,9 +96,10 @@ def run(args: argparse.Namespace) -> int:
     names = selected(args.only)
     if args.run is not None:
         read_run(args.run)  # a bad RUN_DIR fails before minutes of computing
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise LinsslError(f"--out {out} is a file; give a folder for the figures")
+    out = check_output_folder(args.out, "--out")
+    for name in names:  # every file this run will write, before minutes of computing
+        for fmt in FORMATS:
+            check_output_path(out / f"{FIGURES[name].stem}.{fmt}")
     total = time.perf_counter()
     for name in names:
         fig_def = FIGURES[name]

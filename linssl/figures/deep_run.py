@@ -18,6 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from linssl.errors import LinsslError
 from linssl.figures.style import styled, subplots
+from linssl.io import path_kind
 
 #: eigenvalue key of metrics.jsonl (``F_eigs`` accepted as an older spelling)
 EIG_KEYS = ("F_eigenvalues", "F_eigs")
@@ -37,18 +38,18 @@ class DeepRunData:
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The epoch lines of RUN_DIR/metrics.jsonl; a one-line LinsslError if absent or malformed."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not Path(run_dir).is_dir():
-        raise LinsslError(f"--run {run_dir}: no such folder; give the --out folder of a linssl deep-train run")
-    if not path.is_file():
+    from linssl.io import require_folder
+
+    path = require_folder(run_dir, "--run", "give the --out folder of a linssl deep-train run") / "metrics.jsonl"
+    if path_kind(path) != "a file":
         raise LinsslError(f"--run {run_dir}: no metrics.jsonl; is this the folder of a linssl deep-train run?")
     lines = []
-    for k, text in enumerate(path.read_text().splitlines(), 1):
+    for k, text in enumerate(_read_text(path).splitlines(), 1):
         if not text.strip():
             continue
         try:
             line = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise LinsslError(f"{path}: line {k} is not JSON; the file is damaged") from None
         if not isinstance(line, dict) or "epoch" not in line:
             raise LinsslError(f"{path}: line {k} has no 'epoch'; not a linssl deep-train metrics file")
@@ -56,6 +57,21 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     if not lines:
         raise LinsslError(f"{path} is empty: the run has not finished an epoch yet")
     return lines
+
+
+#: largest metrics.jsonl / summary.json read (a run of 10⁴ epochs with m = 4096 eigenvalues is ~1 GB of text:
+#: far beyond any run this figure shows legibly)
+MAX_RUN_FILE_BYTES = 256 * 2**20
+
+
+def _read_text(path: Path) -> str:
+    size = path.stat().st_size
+    if size > MAX_RUN_FILE_BYTES:
+        raise LinsslError(f"{path} has {size} bytes, more than the {MAX_RUN_FILE_BYTES} read for a figure")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LinsslError(f"{path} is not UTF-8 text (byte {exc.start}); the file is damaged") from None
 
 
 def _eigs(line: dict, path: Path) -> list[float]:
@@ -73,17 +89,29 @@ def compute_deep_run(run_dir: str | Path, quick: bool = False) -> DeepRunData:
     """Parse the run folder (``quick`` changes nothing: the data is already computed)."""
     lines = read_metrics(run_dir)
     path = Path(run_dir) / "metrics.jsonl"
+    summary = None
+    summary_path = Path(run_dir) / "summary.json"
+    if path_kind(summary_path) == "a file":
+        try:
+            summary = json.loads(_read_text(summary_path))
+        except (json.JSONDecodeError, RecursionError):
+            raise LinsslError(f"{summary_path} is not JSON; the file is damaged") from None
+        if not isinstance(summary, dict):
+            raise LinsslError(f"{summary_path} is not a JSON object; not a linssl deep-train summary")
+    try:
+        return _run_data(run_dir, lines, path, summary)
+    except (ValueError, TypeError, KeyError, OverflowError):  # a string or a list where a number belongs
+        raise LinsslError(f"{path} holds values of the wrong type; not a linssl deep-train metrics file") from None
+
+
+def _run_data(run_dir: str | Path, lines: list[dict], path: Path, summary: dict | None) -> DeepRunData:
     eigs = [_eigs(line, path) for line in lines]
     if len({len(e) for e in eigs}) != 1:
         raise LinsslError(f"{path}: the F_eigenvalues lists change length between epochs")
     knn = [(line["epoch"], line["knn_top1"]) for line in lines if line.get("knn_top1") is not None]
-    summary = None
-    summary_path = Path(run_dir) / "summary.json"
-    if summary_path.is_file():
-        try:
-            summary = json.loads(summary_path.read_text())
-        except json.JSONDecodeError:
-            raise LinsslError(f"{summary_path} is not JSON; the file is damaged") from None
+    for key in ("linear_top1", "knn_top1"):  # what the plot reads from summary.json
+        if summary is not None and summary.get(key) is not None:
+            float(summary[key])
     return DeepRunData(
         str(run_dir),
         np.array([line["epoch"] for line in lines], dtype=float),

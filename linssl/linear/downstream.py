@@ -56,6 +56,9 @@ Z95 = 1.959963984540054
 #: a direction of W counts as kept when its singular value exceeds this fraction of the largest
 #: (kept gains are O(0.1–1), discarded ones decay to ~1e-6 at the flow's convergence test)
 RANK_CUTOFF = 1e-3
+#: smallest label noise σ_ν and weight decay η a sample-complexity experiment takes (see the config's checks)
+MIN_NOISE = 1e-4
+MIN_WD = 1e-6
 #: largest seeds × n × dim drawn at once (float64): one grid point's training sets must fit in memory
 MAX_SAMPLE_FLOATS = 400_000_000
 
@@ -92,17 +95,23 @@ class SampleComplexityConfig:
             raise LinsslError(f"rank must be between 1 and dim = {self.dim}, got {self.rank}")
         if self.seeds < 2:
             raise LinsslError(f"seeds must be >= 2 for an interval, got {self.seeds}")
-        if not (math.isfinite(self.noise) and 0 < self.noise <= 1e150):  # risks are in units of σ²
-            raise LinsslError(f"noise must be a positive number up to 1e150, got {self.noise}")
+        # risks are in units of σ² against β*ᵀΣβ* = 1: below σ = 1e-4 the simulated representation's residual
+        # bias (~1e-19) and float64 rounding of the fits would no longer be negligible against σ² p / n
+        if not (math.isfinite(self.noise) and MIN_NOISE <= self.noise <= 1e150):
+            raise LinsslError(f"noise must be a number in [{MIN_NOISE:g}, 1e150], got {self.noise}")
         check_seed("--seed", self.seed)
-        if not (math.isfinite(self.wd) and 0 < self.wd < 0.25):
-            raise LinsslError(f"wd must be in (0, 0.25) so that some feature is kept, got {self.wd}")
+        # below η = 1e-6 the task's augmentation variances (~1/η) make the flow's eigendecompositions fail
+        if not (math.isfinite(self.wd) and MIN_WD <= self.wd < 0.25):
+            raise LinsslError(f"wd must be in [{MIN_WD:g}, 0.25) so that some feature is kept and the flow stays "
+                              f"well conditioned, got {self.wd}")
         if not 0 <= self.outside < 1:
             raise LinsslError(f"outside must be in [0, 1), got {self.outside}")
         if self.outside > 0 and self.rank == self.dim:
             raise LinsslError("outside > 0 needs a discarded direction: choose rank < dim")
-        if self.target_risk is not None and not (math.isfinite(self.target_risk) and self.target_risk > 0):
-            raise LinsslError(f"target risk must be a positive number, got {self.target_risk}")
+        if self.target_risk is not None and not (math.isfinite(self.target_risk)
+                                                 and self.target_risk >= 1e-12 * self.noise**2):
+            raise LinsslError(f"target risk must be at least 1e-12 × noise² = {1e-12 * self.noise**2:.3g} "
+                              f"(n beyond 10¹² samples), got {self.target_risk}")
         if self.representation not in REPRESENTATIONS:
             choices = ", ".join(REPRESENTATIONS)
             raise LinsslError(f"representation must be one of {choices}, got {self.representation!r}")

@@ -339,11 +339,17 @@ def _check_ema_momentum(problem: Problem, state: State, lr: float) -> None:
                           "lower --lr or --ema")
 
 
+#: most GD/SGD steps of one run (days at d = 8; beyond it, a step count from a vanishing lr is a typo)
+MAX_STEPS = 10**9
+
+
 def _check_lr_steps(lr: float, steps: int) -> None:
     if not (lr > 0 and math.isfinite(lr)):
         raise LinsslError(f"lr must be a positive number, got {lr}")
-    if steps < 1:
-        raise LinsslError(f"steps must be >= 1, got {steps}")
+    if not 1 <= steps <= MAX_STEPS:
+        shown = f"{steps:.3g}" if steps < 1e300 else "more than 1e300"
+        raise LinsslError(f"steps must be between 1 and {MAX_STEPS:.0e}, got {shown} (lr = {lr:g}); "
+                          "raise --lr or lower --steps")
 
 
 @dataclass(frozen=True)

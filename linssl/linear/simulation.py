@@ -111,7 +111,13 @@ class SimConfig:
 
     def resolved_steps(self, lr: float) -> int:
         """Explicit --steps, else enough steps to reach time 600 (gd; stops on convergence) / 300 (sgd)."""
-        return self.steps if self.steps is not None else math.ceil((600.0 if self.mode == "gd" else 300.0) / lr)
+        if self.steps is not None:
+            return self.steps
+        horizon = (600.0 if self.mode == "gd" else 300.0) / lr
+        if not math.isfinite(horizon):
+            raise LinsslError(f"lr = {lr:g} is too small to reach time {600 if self.mode == 'gd' else 300} in "
+                              "finitely many steps; raise --lr")
+        return math.ceil(horizon)
 
     def rule(self) -> PredictorRule:
         return make_rule(self.predictor, alpha=self.alpha, norm=self.norm, eps=self.eps, f_source=self.f_source)
