@@ -304,7 +304,7 @@ CASES = [
     ("train-width", [D, *TRAIN, "--width", str(10**9), "--out", "W/new"], "--width"),
     ("train-batch", [D, *TRAIN, "--batch-size", str(10**9), "--out", "W/new"], "--batch-size"),
     ("train-workers", [D, *TRAIN, "--workers", str(10**8), "--out", "W/new"], "--workers must be between"),
-    ("train-endless-warmup", [D, *TRAIN, "--warmup-epochs", "1e308", "--out", "W/new"], "longer than the run"),
+    ("train-endless-warmup", [D, *TRAIN, "--warmup-epochs", "1e308", "--out", "W/new"], "beyond any run"),
     # deep-eval
     ("eval-evil-checkpoint", [E, "W/evil_run"], "never loaded"),
     ("eval-tensor-checkpoint", [E, "W/tensor_run"], "holds a Tensor"),

@@ -53,6 +53,8 @@ SCHEDULE_FIELDS = ("alpha", "norm", "eps", "rho", "freq", "epochs", "batch_size"
                    "solarize_p", "jitter_order", "seed", "recipe", "loss")
 #: most DataLoader worker processes
 MAX_WORKERS = 256
+#: longest warm-up: a warm-up longer than the run only rises for the whole run, but its step count must stay finite
+MAX_WARMUP_EPOCHS = 1e6
 #: settings added since older runs were saved, with the value those runs used (--resume keeps it)
 LEGACY_DEFAULTS: dict[str, Any] = {"jitter_order": "fixed", "proj_bn_affine": True, "lr_scaling": "none",
                                    "lars_eta": 0.001, "lars_clip": False, "solarize_p": (0.0, 0.0), "recipe": "",
@@ -171,8 +173,9 @@ class DeepConfig:
             raise LinsslError(f"--knn-every must be >= 0, got {self.knn_every}")
         if not 0 <= self.workers <= MAX_WORKERS:  # each is a process: a million would exhaust the machine
             raise LinsslError(f"--workers must be between 0 and {MAX_WORKERS}, got {self.workers}")
-        if self.warmup_epochs > self.epochs:
-            raise LinsslError(f"--warmup-epochs {self.warmup_epochs:g} is longer than the run (--epochs {self.epochs})")
+        if self.warmup_epochs > MAX_WARMUP_EPOCHS:  # longer than the run is allowed: a short try of a recipe
+            raise LinsslError(f"--warmup-epochs {self.warmup_epochs:g} is beyond any run (at most "
+                              f"{MAX_WARMUP_EPOCHS:g} epochs)")
         if self.crop_scale is not None:
             lo, hi = self.crop_scale
             if not 0.0 < lo <= hi <= 1.0:
