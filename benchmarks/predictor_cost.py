@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="d = 64, 512 only, short timing budget")
     parser.add_argument("--dims", type=int, nargs="+", help="override the list of d")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as in SPEC §7)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as in docs/theory.md §7)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--alpha", type=float, default=0.25, help="α of the DirectSet(α) row")
     parser.add_argument("--eps", type=float, default=0.01)

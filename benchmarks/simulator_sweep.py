@@ -1,6 +1,6 @@
 """A weight-decay sweep of the linear flow: linssl's batched integrator against a loop of solve_ivp.
 
-The problem (SPEC §2): d-dimensional commuting model (λ = 1, σ² log-spaced 0.05 … 12, random basis),
+The problem (docs/theory.md §2): d-dimensional commuting model (λ = 1, σ² log-spaced 0.05 … 12, random basis),
 m = d outputs, stop-gradient target, direct predictors with norm none and ε = 0, the same seeded
 initial W for both sides, ``runs`` weight decays log-spaced 0.01 … 0.2, rules DirectPred (α = ½),
 DirectCopy (α = 1) and DirectSet(α). Both sides integrate dW/dt = −W_pᵀ(W_p W (X + X') − W X) − ηW

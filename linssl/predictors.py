@@ -5,7 +5,7 @@ so the same code sets the predictor of one deep network, of one linear run, or o
 simulated runs. Dtype and device follow the input (float64 on CPU for theory, float32 on CUDA for
 the deep trainer).
 
-Rules (SPEC §2):
+Rules (docs/theory.md §2):
 
 - DirectSet(α):  W_p = g(F)^α + εI, F the correlation of the online outputs, g a normalisation.
 - DirectPred   = DirectSet(½): eigendecomposition F = U diag(s) Uᵀ, p_j = (g(s)_j)^½ + ε.

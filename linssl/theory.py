@@ -1,4 +1,4 @@
-"""Closed-form predictions of the linear theory (SPEC §4–§5), commuting case.
+"""Closed-form predictions of the linear theory (docs/theory.md §4–§5), commuting case.
 
 Per feature i (direction u_i with data variance λ, augmentation variance σ², weight decay η),
 w is the gain of W along u_i and p the predictor eigenvalue. With F source ``aug`` the predictor
@@ -107,7 +107,7 @@ def predicted_gain_sq_trained(data_var, aug_var, wd, pred_wd=None, tau=1.0, pred
 
 
 def has_closed_form(rule) -> bool:
-    """The per-feature closed forms hold for unnormalised predictors (SPEC §4: a normalised predictor
+    """The per-feature closed forms hold for unnormalised predictors (docs/theory.md §4: a normalised predictor
     with the Euclidean loss shrinks W to 0 and has no such fixed point)."""
     return rule.kind == "trainable" or rule.norm == "none"
 
@@ -118,7 +118,7 @@ def predicted_gain_sq_for_rule(rule, data_var, aug_var, wd, tau=1.0, pred_wd=Non
     if rule.kind == "trainable":
         return predicted_gain_sq_trained(data_var, aug_var, wd, pred_wd, tau, pred_lr)
     if not has_closed_form(rule):
-        raise LinsslError(f"no closed form for the {rule.norm}-normalised predictor (SPEC §4); use norm none")
+        raise LinsslError(f"no closed form for the {rule.norm}-normalised predictor (docs/theory.md §4); use norm none")
     return predicted_gain_sq(data_var, aug_var, wd, rule.alpha, rule.f_source, tau, rule.eps)
 
 

@@ -32,7 +32,7 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def test_presets_follow_spec():
+def test_presets_follow_the_recipe_of_theory_section_6():
     for name, spec in DATASETS.items():
         cfg = preset(name)
         assert cfg.out_size == spec.image_size and cfg.mean == spec.mean and cfg.std == spec.std

@@ -345,7 +345,7 @@ def test_digits_mean_std_match_the_data():
     images, _ = datasets.digits_arrays()
     pixels = images / 255.0
     spec = get_spec("digits")
-    # the spec stores 4 decimals: rounding error at most 5e-5
+    # the DatasetSpec stores 4 decimals: rounding error at most 5e-5
     assert abs(pixels.mean() - spec.mean[0]) < 5e-5
     assert abs(pixels.std() - spec.std[0]) < 5e-5
 

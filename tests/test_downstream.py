@@ -1,4 +1,4 @@
-"""Downstream sample complexity (SPEC §5): estimators, closed forms, curves, CLI."""
+"""Downstream sample complexity (docs/theory.md §5): estimators, closed forms, curves, CLI."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def default_curve():
 
 
 def test_closed_form_worked_numbers():
-    # SPEC §5: d = 50, r = 5, σ_ν = 0.5, n = 100 -> raw 0.2551, learned 0.0133 (4 significant digits)
+    # docs/theory.md §5: d = 50, r = 5, σ_ν = 0.5, n = 100 -> raw 0.2551, learned 0.0133 (4 significant digits)
     assert predicted_excess_risk(0.25, 50, 100) == pytest.approx(0.2551, abs=5e-5)
     assert predicted_excess_risk(0.25, 5, 100) == pytest.approx(0.0133, abs=5e-5)
     result = sample_complexity_curves(

@@ -9,7 +9,7 @@ import pytest
 from linssl.linear.simulation import SimConfig, run_simulation
 
 # (predictor, alpha, f_source, target, init_scale). DirectSet(2) squares small predictor eigenvalues,
-# so it needs a larger initial scale to start outside the collapse basin (SPEC §4).
+# so it needs a larger initial scale to start outside the collapse basin (docs/theory.md §4).
 FLOW_CASES = [
     (pred, alpha, source, target, 1.0 if alpha == 2.0 else 0.5)
     for pred, alpha in [("directpred", None), ("directcopy", None), ("directset", 0.25), ("directset", 2.0)]
@@ -245,7 +245,7 @@ def test_frobenius_growth_is_explained_not_blamed_on_the_step():
 
 @pytest.mark.slow
 def test_sgd_collapse_hint_points_at_the_lagging_estimate():
-    """SPEC §3's pitfall: η = 0.07, σ² = 1.5 from init scale 1, lr 0.02, ρ 0.99 loses the kept feature
+    """docs/theory.md §3's pitfall: η = 0.07, σ² = 1.5 from init scale 1, lr 0.02, ρ 0.99 loses the kept feature
     because F̂ lags W; the hint names ρ and lr, not a larger init (which makes it worse)."""
     r = run_simulation(SimConfig(wd=0.07, aug_var=(0.1, 1.5, 6.0), init_scale=1.0, mode="sgd", lr=0.02, rho=0.99))
     assert not r.passed and "collapse basin" in r.verdict

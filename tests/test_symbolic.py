@@ -1,4 +1,4 @@
-"""The sympy derivation: it reproduces the SPEC's closed forms from the loss, and the comparison with
+"""The sympy derivation: it reproduces the closed forms of docs/theory.md from the loss, and the comparison with
 linssl.theory catches a wrong numeric formula."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_every_structural_identity_holds():
     assert facts and all(facts.values()), facts
 
 
-def test_derived_threshold_matches_the_spec_numbers():
+def test_derived_threshold_matches_the_worked_numbers():
     d = S.derive()
     star = d.threshold_aug_var.subs({S.lam: 1, S.tau: 1})
     assert star.subs(S.eta, sp.Rational(1, 20)) == 4  # η = 0.05 → σ² ≤ 4
@@ -37,13 +37,13 @@ SPEC_EXAMPLE = [(0.5, "aug", 0.5741), (0.5, "clean", 0.6315), (1.0, "aug", 0.722
 
 
 @pytest.mark.parametrize(("alpha", "source", "expected"), SPEC_EXAMPLE)
-def test_derived_gain_matches_the_spec_example(alpha, source, expected):
+def test_derived_gain_matches_the_worked_example(alpha, source, expected):
     d = S.derive()
     at = {S.lam: 1, S.s2: sp.Rational(1, 10), S.eta: sp.Rational(1, 10), S.tau: 1}
     p_plus = d.p_plus.subs(at)
     c = 1.1 if source == "aug" else 1.0
     gain = float(d.gain_sq_from_p.subs({S.p: p_plus, S.alpha: alpha, S.c: c}))
-    assert gain == pytest.approx(expected, abs=5e-5)  # the SPEC quotes 4 decimals
+    assert gain == pytest.approx(expected, abs=5e-5)  # docs/theory.md quotes 4 decimals
 
 
 def test_numeric_code_equals_the_symbolic_results():

@@ -1,4 +1,4 @@
-"""Closed forms (SPEC §4–§5): the worked numbers, and self-consistency of the formulas."""
+"""Closed forms (docs/theory.md §4–§5): the worked numbers, and self-consistency of the formulas."""
 
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ def test_threshold_worked_numbers():
     "alpha, source, expected", [(0.5, "aug", 0.5741), (0.5, "clean", 0.6315), (1.0, "aug", 0.7225)]
 )
 def test_gain_worked_numbers(alpha, source, expected):
-    # SPEC §4 gives four significant digits
+    # docs/theory.md §4 gives four significant digits
     assert theory.predicted_gain_sq(1.0, 0.1, 0.1, alpha, source) == pytest.approx(expected, abs=6e-5)
 
 

@@ -1,4 +1,4 @@
-"""Numerical verification of every prediction of the linear theory (SPEC §1, §4–§5).
+"""Numerical verification of every prediction of the linear theory (docs/theory.md §1, §4–§5).
 
 ``CHECKS`` is the registry: an ordered mapping from check name to a function
 ``check(quick: bool = False, **overrides) -> CheckResult`` (see :mod:`theory_checks.base`). To add a
@@ -33,7 +33,7 @@ CHECKS: dict[str, Callable[..., CheckResult]] = {
     "balancing": check_balancing,  # 7. trained predictor: W_pᵀW_p − WWᵀ ∝ e^{−2ηt}
     "subspace": check_subspace,  # 8. DirectPred / DirectCopy / DirectSet(α) learn the same subspace
     "downstream": check_downstream,  # 9. downstream excess risk σ²p/(n − p − 1), p = d vs r
-    "modes": check_modes,  # SPEC §3: GD and SGD reach the flow's fixed points
+    "modes": check_modes,  # docs/theory.md §3: GD and SGD reach the flow's fixed points
     "symbolic": check_symbolic,  # sympy derivation = numeric closed forms
 }
 

@@ -1,4 +1,4 @@
-"""Claim 9 (SPEC §5): the learned representation cuts the downstream sample complexity from ~d to ~r.
+"""Claim 9 (docs/theory.md §5): the learned representation cuts the downstream sample complexity from ~d to ~r.
 
 Least squares on p Gaussian features has expected excess risk bias + (σ_ν² + bias) p / (n − p − 1)
 (bias = 0 for the raw input and, up to the flow's accuracy, for a representation spanning the kept

@@ -1,4 +1,4 @@
-"""SPEC §3: the three integrators agree where they should — discrete GD and minibatch SGD reach the
+"""docs/theory.md §3: the three integrators agree where they should — discrete GD and minibatch SGD reach the
 flow's fixed points (the closed-form gains), exactly for GD and within sampling noise for SGD.
 
 GD follows the same vector field with Euler steps, so its fixed points are the flow's. SGD samples

@@ -63,7 +63,7 @@ def linear_schedule(W0: np.ndarray, view_cov: np.ndarray, predictor: str, t_max:
 def deep_config(dataset: str, data_dir: str | None, out: Path, wd: float, predictor: str, seed: int,
                 device: str, arch: str | None, epochs: int | None) -> DeepConfig:
     """The deep stage's recipe: on digits the README's (arch small, width 8, projector 128 → 32, batch 128,
-    lr 0.05 cosine, ε = 0.25, 20 epochs); elsewhere the trainer's defaults (ResNet-18, SPEC §6)."""
+    lr 0.05 cosine, ε = 0.25, 20 epochs); elsewhere the trainer's defaults (ResNet-18, docs/theory.md §6)."""
     common = dict(dataset=dataset, data_dir=data_dir, out=str(out), wd=wd, predictor=predictor, seed=seed,
                   device=device, knn_every=0, progress=False)
     if dataset == "digits":

@@ -1,4 +1,4 @@
-"""Batched image augmentations on the training device (SimCLR/BYOL views, SPEC §6).
+"""Batched image augmentations on the training device (SimCLR/BYOL views, docs/theory.md §6).
 
 One call augments a whole batch with per-sample randomness drawn in one go (no loop over samples):
 
@@ -103,7 +103,7 @@ class AugmentConfig:
 
 
 def preset(dataset: str) -> AugmentConfig:
-    """SPEC §6 augmentations per dataset, normalised with the dataset's mean/std."""
+    """docs/theory.md §6 augmentations per dataset, normalised with the dataset's mean/std."""
     from linssl.deep.datasets import get_spec
 
     spec = get_spec(dataset)

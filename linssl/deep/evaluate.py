@@ -1,4 +1,4 @@
-"""Evaluation of a frozen encoder: feature extraction, weighted kNN monitor, linear probe (SPEC §6).
+"""Evaluation of a frozen encoder: feature extraction, weighted kNN monitor, linear probe (docs/theory.md §6).
 
 Nothing here looks at the test set to choose anything: the probe's weight decay is chosen on a
 held-out part of the train features and the reported accuracy is the test top-1 after the final

@@ -1,4 +1,4 @@
-"""The deep training loop: two augmented views, online/target networks, symmetric cosine loss (SPEC §6).
+"""The deep training loop: two augmented views, online/target networks, symmetric cosine loss (docs/theory.md §6).
 
 One step, for a batch x and a predictor head that keeps F̂ (``linssl.deep.models``):
 

@@ -1,4 +1,4 @@
-"""Networks of the deep backend: backbones, projector, predictor heads, target and loss (SPEC §6).
+"""Networks of the deep backend: backbones, projector, predictor heads, target and loss (docs/theory.md §6).
 
 - Backbones return pooled features of size ``.feature_dim``: ResNet-18 / ResNet-50 (BasicBlock /
   Bottleneck) with the CIFAR stem (3×3 conv stride 1, no max-pool; 32 px and 96 px inputs) or the

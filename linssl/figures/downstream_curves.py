@@ -1,4 +1,4 @@
-"""Figure 7: downstream excess risk against the number of labelled samples n (SPEC §5).
+"""Figure 7: downstream excess risk against the number of labelled samples n (docs/theory.md §5).
 
 Least squares on the raw input x (p = d features) and on the representation learned by a
 DirectPred gradient-flow run (p = r kept features), measured over many seeds beside the closed

@@ -1,4 +1,4 @@
-"""Figures 1, 3–6: the linear dynamics against the closed forms of SPEC §4.
+"""Figures 1, 3–6: the linear dynamics against the closed forms of docs/theory.md §4.
 
 1 gains: per-feature squared gain g_i = ‖W u_i‖² over time; kept features converge to
   w² = p₊^(1/α)/(λ + σ²), discarded ones (σ² > 1/(4η) − 1) decay to 0.

@@ -1,4 +1,4 @@
-"""Generative models of the linear theory (SPEC §2): data and augmentation covariances.
+"""Generative models of the linear theory (docs/theory.md §2): data and augmentation covariances.
 
 x ~ N(0, X), views x1 = x + ξ1, x2 = x + ξ2 with ξ ~ N(0, X') independent. In the commuting model
 X = U diag(λ) Uᵀ and X' = U diag(σ²) Uᵀ for an orthonormal basis U (a seeded random rotation by

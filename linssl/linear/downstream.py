@@ -1,4 +1,4 @@
-"""Downstream sample complexity (SPEC §5): a linear task on the raw input x versus on the learned Wx.
+"""Downstream sample complexity (docs/theory.md §5): a linear task on the raw input x versus on the learned Wx.
 
 Data: the commuting model with unit data variance (Σ = E[xxᵀ] = I), r "kept" features whose
 augmentation variance lies well below the weight-decay threshold σ²* = 1/(4η) − 1 and d − r

@@ -1,4 +1,4 @@
-"""Dynamics of the linear siamese network (SPEC §2–§3), batched over runs.
+"""Dynamics of the linear siamese network (docs/theory.md §2–§3), batched over runs.
 
 State: online W (B, m, d); a trained predictor W_p (B, m, m) for the ``trainable`` rule; an EMA
 target W_a (B, m, d) for ``target="ema"``. With Σ₁ = X + X' (views), X = E[x1 x2ᵀ], the target
@@ -208,7 +208,7 @@ def initial_state(problem: Problem, out_dim: int, init_scale: float, seed: int, 
 def stable_lr(problem: Problem, state: State, cap: float = 0.01) -> float:
     """A step size below the initial curvature limit: min(cap, 1 / (‖W_p‖₂² ‖X + X'‖₂)).
 
-    Explicit steps diverge above ≈ 2 / curvature (SPEC §3); the curvature is largest at the start,
+    Explicit steps diverge above ≈ 2 / curvature (docs/theory.md §3); the curvature is largest at the start,
     when the predictor is largest, and falls as W shrinks onto its fixed point.
     """
     Wp = problem.predictor(state)

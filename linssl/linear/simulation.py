@@ -188,7 +188,7 @@ class SimulationResult:
 
 
 def predicted_gains(config: SimConfig, model: DataModel) -> np.ndarray:
-    """Closed-form squared gains per feature (SPEC §4)."""
+    """Closed-form squared gains per feature (docs/theory.md §4)."""
     return np.asarray(theory.predicted_gain_sq_for_rule(
         config.rule(), model.data_var.numpy(), model.aug_var.numpy(), config.wd, config.target_scale, config.pred_wd,
         config.pred_lr))
@@ -292,7 +292,7 @@ def _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, conve
     if wrong:
         reasons.append(f"features {wrong} classified differently")
         if capacity_ok and any(kept_pred[i] and not kept_sim[i] for i in wrong):
-            # SGD (SPEC §3): F̂ lags W, and from a large init the predictor overshoots while it lags
+            # SGD (docs/theory.md §3): F̂ lags W, and from a large init the predictor overshoots while it lags
             fix = ("try a smaller --rho or --lr (F̂ lags W), or a smaller --init-scale" if mode == "sgd"
                    else "try a larger --init-scale")
             reasons.append(f"a kept feature fell into the collapse basin (w = 0 is stable too): {fix}")
@@ -313,7 +313,7 @@ def _uncompared_result(config: SimConfig, model: DataModel, problem: Problem, tr
     gains = rec.gains[-1, 0, :]
     if model.commuting:
         lam, s2 = model.data_var.tolist(), model.aug_var.tolist()
-        scale = ("‖W‖ shrinks towards 0, SPEC §4" if config.norm == "spectral"
+        scale = ("‖W‖ shrinks towards 0, docs/theory.md §4" if config.norm == "spectral"
                  else "every p_i < 1: ‖W‖ grows or shrinks without a fixed point")
         why = f"no closed form for the {config.norm}-normalised predictor ({scale})"
     else:
