@@ -9,6 +9,7 @@ The public API (``linssl/api.py``; every CLI flag is a keyword argument)::
     checks = linssl.check(["threshold", "gains"], quick=True)                      # theory checks
     curves = linssl.sample_complexity(dim=20, rank=4, seeds=50)                   # downstream risk
     linssl.deep.train(config, backbone=None, dataset=None)                        # the deep trainer
+    linssl.compare.run_compare(linssl.compare.CompareConfig(dataset="digits", ...))  # theory vs practice
 
 Floors (nothing imports upward): ``predictors`` / ``theory`` (math) -> ``linear`` (the simulator) and
 ``deep`` (the trainer) -> the faces (``simulate``, ``sample_complexity``, ``cli``, ``figures``) and the
@@ -22,7 +23,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["check", "deep", "sample_complexity", "simulate", "sweep", "theory", "__version__"]
+__all__ = ["check", "compare", "deep", "sample_complexity", "simulate", "sweep", "theory", "__version__"]
 
 #: name -> (module, attribute or None for the module itself)
 _LAZY = {
@@ -32,6 +33,7 @@ _LAZY = {
     "check": ("linssl.api", "check"),
     "theory": ("linssl.theory", None),
     "deep": ("linssl.deep", None),
+    "compare": ("linssl.compare", None),
 }
 
 
