@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_runs import tiny_config
 
 from linssl.cli import main as cli_main
 from linssl.deep.config import DeepConfig
@@ -19,20 +20,8 @@ from linssl.errors import LinsslError
 STEPS = 1437 // 256  # digits: 1437 pretraining images, batch 256 -> 5 steps per epoch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convnets are faster on one thread, and the test machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(run: Path, **overrides) -> DeepConfig:
-    values = dict(dataset="digits", arch="small", width=4, proj_hidden=16, proj_dim=8, pred_hidden=16, epochs=1,
-                  batch_size=256, knn_k=10, probe_epochs=5, progress=False, out=str(run), workers=0)
-    values.update(overrides)
-    return DeepConfig(**values)
+    return tiny_config(run, **overrides)
 
 
 def _strip(metrics):

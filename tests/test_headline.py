@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from linssl.cli import main as cli_main
 from linssl.deep import headline
@@ -16,14 +15,6 @@ from linssl.deep.loop import train
 from linssl.errors import LinsslError
 
 RECIPES = ["directcopy-cifar10", "byol-cifar10", "directpred-cifar10"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_quick_headline_writes_the_table_and_a_rerun_skips_finished_runs(tmp_path, capsys):
