@@ -179,6 +179,7 @@ def _check_document(out, doc, wds):
     assert (out / "compare.png").is_file() and (out / "compare.pdf").is_file()
 
 
+@pytest.mark.slow
 def test_small_end_to_end_run_resume_and_redraw(tmp_path, capsys):
     out = tmp_path / "cmp"
     args = ["--out", str(out), "--space", "pca:6", "--images", "120", "--views", "3", "--wd", "0.01,0.3",
