@@ -130,9 +130,7 @@ def format_table(result: SimulationResult) -> str:
     compared = any(f.gain_sq_predicted is not None for f in result.features)  # else: no closed form applies
     lines.append("")
     if compared:
-        lines.append((f"threshold: features with aug var <= {result.threshold_aug_var:.4g} are kept "
-                      if result.threshold_aug_var >= 0 else "threshold: no feature is kept at this weight decay ")
-                     + "(unit data var; λ² >= 4η(λ + σ²))")
+        lines.append(_threshold_line(result))
     lines.append(f"alignment (max off-diagonal of UᵀWᵀWU / max diagonal): {result.alignment_offdiag:.2e}"
                  + (" (W collapsed: not meaningful)" if math.isnan(result.alignment_offdiag) else ""))
     if compared:
@@ -140,6 +138,21 @@ def format_table(result: SimulationResult) -> str:
     lines += [f"converged: {'yes' if result.converged else 'no'} at t = {result.trajectory.info['t_final']:.4g}",
               result.verdict]
     return "\n".join(lines)
+
+
+def _threshold_line(result: SimulationResult) -> str:
+    """The threshold in the form the model allows: σ²* for one shared λ, η* per feature otherwise."""
+    rule = "λ² >= 4η(λ + σ²)" if result.config.target_scale == 1 else "τ²λ² >= 4η(λ + σ²)"
+    if result.config.wd == 0:
+        return f"threshold: none at η = 0, every feature is kept ({rule} for every λ > 0)"
+    star = result.threshold_aug_var
+    if star is None:
+        return f"threshold: feature i is kept iff η <= η*_i = τ²λ_i²/(4(λ_i + σ_i²)) ({rule})"
+    lam = result.features[0].data_var
+    unit = "unit data var" if lam == 1 else f"data var {lam:g}"
+    head = (f"threshold: features with aug var <= {star:.4g} are kept " if star >= 0
+            else "threshold: no feature is kept at this weight decay ")
+    return head + f"({unit}; {rule})"
 
 
 def _yn(flag: bool | None) -> str:

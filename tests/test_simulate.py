@@ -291,3 +291,35 @@ def test_sgd_divergence_under_a_held_predictor_names_freq():
 
     with pytest.raises(DivergenceError, match="--freq 100000"):
         run_simulation(SimConfig(mode="sgd", freq=100_000))
+
+
+def test_no_weight_decay_keeps_every_feature_at_its_limit(tmp_path, capsys):
+    """η = 0 is a valid run (issue #14): p₊ → λ/(λ + σ²), so every feature is kept, and DirectPred (α = ½,
+    F aug) settles at w² = p₊²/(λ + σ²) = λ²/(λ + σ²)³; there is no σ² threshold (σ²* = ∞)."""
+    r = run_simulation(SimConfig(wd=0.0, aug_var=(0.1, 1.0, 10.0)))
+    assert r.passed, r.verdict
+    for f in r.features:
+        assert f.kept_predicted and f.kept_simulated
+        # the flow stops at max|dW/dt| < 1e-8, within 1e-8 / rate ≈ 1.1e-7 of w₊ = 0.027 (σ² = 10, rate
+        # 2αp₊λ = 0.09): w² within ~1e-5 relative
+        assert f.gain_sq_simulated == pytest.approx(f.data_var**2 / (f.data_var + f.aug_var) ** 3, rel=1e-4)
+    assert r.threshold_aug_var is None and r.to_json()["threshold_aug_var"] is None
+
+    from linssl.cli import command_main
+
+    out = tmp_path / "r.json"
+    assert command_main("linssl.simulate", "linssl simulate", ["--wd", "0", "--aug-var", "0.1,10",
+                                                               "--json", str(out)]) == 0
+    assert "none at η = 0, every feature is kept" in capsys.readouterr().out
+    assert json.loads(out.read_text())["passed"]
+
+
+def test_near_threshold_is_measured_in_weight_decay():
+    """Closeness to the threshold is |1 − η/η*| with η* = λ²/(4(λ + σ²)), defined for every feature: at
+    λ = 0.2, σ² = 0 the threshold σ²* = λ²/(4η) − λ is negative for η > 0.05, so a window in σ² is empty
+    and a feature 4 % from its threshold used to be judged (issue #14)."""
+    for wd in (0.048, 0.052):  # 4 % below / above η* = 0.05
+        r = run_simulation(SimConfig(wd=wd, data_var=(1.0, 0.2), aug_var=(0.1, 0.0)))
+        assert r.features[1].near_threshold and not r.features[0].near_threshold
+        assert r.features[1].threshold_wd == pytest.approx(0.05)
+        assert r.passed, r.verdict

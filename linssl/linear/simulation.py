@@ -36,8 +36,9 @@ from linssl.runtime import one_thread
 MODES = ("flow", "gd", "sgd")
 #: Relative gain tolerance of the verdict: flow and GD share the exact fixed points; SGD is noisy.
 GAIN_RTOL = {"flow": 1e-3, "gd": 1e-3, "sgd": 0.1}
-#: Features whose augmentation variance is within this fraction of the threshold are not judged
-#: (critical slowing down makes their convergence arbitrarily slow).
+#: Features within this fraction of their threshold weight decay, |1 − η/η*| = |Δ|/(τλ)² ≤ 0.1 with
+#: η* = τ²λ²/(4(λ + σ²)), are not judged (critical slowing down makes their convergence arbitrarily slow).
+#: Measured in η, which is defined for every feature; a window in σ² is empty when σ²* < 0 (τ²λ < 4η).
 NEAR_THRESHOLD = 0.1
 
 #: largest input dimension d: every step of the flow eigendecomposes a d×d matrix
@@ -86,7 +87,8 @@ class SimConfig:
         if self.mode not in MODES:
             raise LinsslError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         check_number("--rtol", self.rtol, low=MIN_RTOL, inclusive=True)
-        positive = {"--wd": self.wd, "--target-scale": self.target_scale,
+        check_number("--wd", self.wd, inclusive=True)  # η = 0: no weight decay, every feature kept
+        positive = {"--target-scale": self.target_scale,
                     "--conv-tol": self.conv_tol, "--init-scale": self.init_scale, "--ema": self.ema,
                     "--pred-lr": self.pred_lr, "--lr": self.lr, "--time": self.time}
         for flag, value in positive.items():
@@ -138,6 +140,7 @@ class FeatureResult:
     gain_sq_predicted: float | None
     gain_sq_simulated: float
     near_threshold: bool
+    threshold_wd: float | None = None  # η* = τ²λ²/(4(λ + σ²)): the feature is kept iff η ≤ η*
 
 
 @dataclass
@@ -147,7 +150,7 @@ class SimulationResult:
     trajectory: Trajectory
     record: RunRecord
     features: list[FeatureResult]
-    threshold_aug_var: float
+    threshold_aug_var: float | None  # σ²*(λ) when every λ is the same and η > 0, else None (see threshold_of)
     alignment_offdiag: float
     projection_error: float
     converged: bool
@@ -189,8 +192,20 @@ def predicted_gains(config: SimConfig, model: DataModel) -> np.ndarray:
 
 
 def _near_threshold(config: SimConfig, lam: np.ndarray, s2: np.ndarray) -> np.ndarray:
-    star = np.asarray(theory.threshold_aug_var(config.wd, lam, config.target_scale))
-    return np.abs(s2 - star) <= NEAR_THRESHOLD * np.maximum(star, 0)
+    """|1 − η/η*| ≤ NEAR_THRESHOLD per feature (``theory.relative_discriminant``)."""
+    return np.abs(np.asarray(theory.relative_discriminant(lam, s2, config.wd, config.target_scale))) <= NEAR_THRESHOLD
+
+
+def threshold_of(config: SimConfig, model: DataModel) -> float | None:
+    """The one threshold σ²* = τ²λ²/(4η) − λ of a commuting model whose features share λ, for η > 0;
+    None when it has no single meaning: no λ (general model), several λ (each feature has its own
+    η* instead) or η = 0 (every feature is kept: σ²* = ∞)."""
+    if not model.commuting or config.wd == 0:
+        return None
+    lam = model.data_var.numpy()
+    if not np.all(lam == lam[0]):
+        return None
+    return float(theory.threshold_aug_var(config.wd, float(lam[0]), config.target_scale))
 
 
 def integrate(config: SimConfig, problem: Problem, model: DataModel, progress: bool = False) -> Trajectory:
@@ -245,7 +260,7 @@ def run_simulation(config: SimConfig, progress: bool = False) -> SimulationResul
     problem = Problem.from_models(model, config.dynamics())
     with one_thread():  # small matrices: threads only add contention
         traj = integrate(config, problem, model, progress)
-    if not model.commuting or not theory.has_closed_form(config.rule()):
+    if not model.commuting or not theory.has_closed_form(config.rule(), config.wd):
         return _uncompared_result(config, model, problem, traj)
     lam, s2 = model.data_var.numpy(), model.aug_var.numpy()
     gain_pred = predicted_gains(config, model)
@@ -259,8 +274,10 @@ def run_simulation(config: SimConfig, progress: bool = False) -> SimulationResul
     judged = kept_pred & ~near
     rel = np.abs(gain_sim - gain_pred) / np.where(gain_pred > 0, gain_pred, 1.0)
     max_rel = float(rel[judged].max()) if judged.any() else 0.0
+    star_wd = np.asarray(theory.threshold_wd(lam, s2, config.target_scale))
     features = [FeatureResult(float(lam[i]), float(s2[i]), bool(kept_pred[i]), bool(kept_sim[i]),
-                              float(gain_pred[i]), float(gain_sim[i]), bool(near[i])) for i in range(model.dim)]
+                              float(gain_pred[i]), float(gain_sim[i]), bool(near[i]), float(star_wd[i]))
+                for i in range(model.dim)]
     # with every feature discarded W ≈ 0 and the off-diagonal/diagonal ratio is round-off: not reported
     alignment = float(rec.alignment[-1, 0]) if kept_sim.any() else float("nan")
     proj_err = float(rec.projection_error[-1, 0])
@@ -271,8 +288,7 @@ def run_simulation(config: SimConfig, progress: bool = False) -> SimulationResul
     passed = not wrong and max_rel <= rtol and capacity_ok and converged
     verdict = _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, converged, capacity_ok, m,
                        config.mode)
-    return SimulationResult(config, model, traj, rec, features,
-                            float(theory.threshold_aug_var(config.wd, 1.0, config.target_scale)),
+    return SimulationResult(config, model, traj, rec, features, threshold_of(config, model),
                             alignment, proj_err, converged, max_rel, passed, verdict)
 
 
@@ -307,15 +323,19 @@ def _uncompared_result(config: SimConfig, model: DataModel, problem: Problem, tr
     gains = rec.gains[-1, 0, :]
     if model.commuting:
         lam, s2 = model.data_var.tolist(), model.aug_var.tolist()
-        scale = ("‖W‖ shrinks towards 0, SPEC §4" if config.norm == "spectral"
-                 else "every p_i < 1: ‖W‖ grows or shrinks without a fixed point")
-        why = f"no closed form for the {config.norm}-normalised predictor ({scale})"
+        if config.rule().kind == "trainable":  # η = 0 (has_closed_form)
+            why = ("no closed form for the trained predictor at η = 0 (its balance W_pᵀW_p − WWᵀ is conserved: "
+                   "where the run ends depends on where it starts)")
+        else:
+            scale = ("‖W‖ shrinks towards 0, SPEC §4" if config.norm == "spectral"
+                     else "every p_i < 1: ‖W‖ grows or shrinks without a fixed point")
+            why = f"no closed form for the {config.norm}-normalised predictor ({scale})"
     else:
         lam = s2 = [None] * model.dim
         why = "general (non-commuting) model: no closed form to compare with"
     features = [FeatureResult(lam[i], s2[i], None, bool(g > kept_tol), None, float(g), False)
                 for i, g in enumerate(gains)]
     verdict = f"{why}; learned rank {int((gains > kept_tol).sum())} of {model.dim}"
-    return SimulationResult(config, model, traj, rec, features, float(theory.threshold_aug_var(config.wd)),
+    return SimulationResult(config, model, traj, rec, features, None,
                             float(rec.alignment[-1, 0]), float("nan"), bool(traj.converged), float("nan"),
                             bool(traj.converged), verdict)
