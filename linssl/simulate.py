@@ -131,8 +131,9 @@ def format_table(result: SimulationResult) -> str:
     lines.append("")
     if compared:
         lines.append(_threshold_line(result))
-    lines.append(f"alignment (max off-diagonal of UᵀWᵀWU / max diagonal): {result.alignment_offdiag:.2e}"
-                 + (" (W collapsed: not meaningful)" if math.isnan(result.alignment_offdiag) else ""))
+    if result.model.commuting:  # a general model has no basis U to be aligned with
+        lines.append(f"alignment (max off-diagonal of UᵀWᵀWU / max diagonal): {result.alignment_offdiag:.2e}"
+                     + (" (W collapsed: not meaningful)" if math.isnan(result.alignment_offdiag) else ""))
     if compared:
         lines.append(f"projection error ‖P_learned − P_kept‖_F: {result.projection_error:.2e}")
     lines += [f"converged: {'yes' if result.converged else 'no'} at t = {result.trajectory.info['t_final']:.4g}",

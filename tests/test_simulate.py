@@ -323,3 +323,28 @@ def test_near_threshold_is_measured_in_weight_decay():
         assert r.features[1].near_threshold and not r.features[0].near_threshold
         assert r.features[1].threshold_wd == pytest.approx(0.05)
         assert r.passed, r.verdict
+
+
+def test_a_general_model_settles_on_rotation_invariant_quantities(tmp_path):
+    """On a non-commuting X, X' the flow reaches a relative equilibrium: W keeps turning, dW/dt = ΩW with Ω
+    antisymmetric, while WᵀW is fixed, so a test on max|dW/dt| never fires (issue #14). Convergence is the
+    speed less its output-rotation part; the JSON carries no field that needs a λ (threshold, alignment
+    to a basis U, per-feature variances)."""
+    import numpy as np
+
+    from linssl.linear.dynamics import Problem
+    from linssl.linear.rotation import non_rotational_speed
+
+    rng = np.random.default_rng(0)
+    A, B = rng.normal(size=(4, 4)), rng.normal(size=(4, 4))
+    X, Xa = A @ A.T / 4 + 0.5 * np.eye(4), B @ B.T / 4
+    config = SimConfig(data_cov=tuple(map(tuple, X)), aug_cov=tuple(map(tuple, Xa)))
+    r = run_simulation(config)
+    assert r.converged and r.passed, r.verdict
+    final = r.trajectory.final
+    v = Problem.from_models(r.model, config.dynamics()).velocity(final)
+    assert v.max_abs() > 100 * config.conv_tol  # still turning along the orbit ...
+    assert float(non_rotational_speed(final.W, v.W)) < 10 * config.conv_tol  # ... with nothing else moving
+    doc = r.to_json()
+    assert doc["threshold_aug_var"] is None and doc["alignment_offdiag"] is None
+    assert all(f["data_var"] is None and f["threshold_wd"] is None for f in doc["features"])

@@ -234,13 +234,14 @@ def _integrate(config: SimConfig, problem: Problem, model: DataModel, progress: 
         bar = _progress_bar(progress, config.time, "t")
         with bar:
             return integrate_flow(problem, state, config.time, config.rtol, config.atol, config.conv_tol,
-                                  progress=lambda t: bar.update(t - bar.n))
+                                  progress=lambda t: bar.update(t - bar.n), invariant=not model.commuting)
     lr = config.lr if config.lr is not None else stable_lr(problem, state)
     steps = config.resolved_steps(lr)
     bar = _progress_bar(progress, steps, "step")
     with bar:
         if config.mode == "gd":
-            return integrate_gd(problem, state, lr, steps, config.conv_tol, progress=lambda k: bar.update(k - bar.n))
+            return integrate_gd(problem, state, lr, steps, config.conv_tol, progress=lambda k: bar.update(k - bar.n),
+                                invariant=not model.commuting)
         sgd = SGDConfig(lr, steps, config.batch, config.rho, config.freq, config.seed)
         return integrate_sgd(problem, state, model, sgd, progress=lambda k: bar.update(k - bar.n))
 
@@ -336,6 +337,9 @@ def _uncompared_result(config: SimConfig, model: DataModel, problem: Problem, tr
     features = [FeatureResult(lam[i], s2[i], None, bool(g > kept_tol), None, float(g), False)
                 for i, g in enumerate(gains)]
     verdict = f"{why}; learned rank {int((gains > kept_tol).sum())} of {model.dim}"
+    # alignment is measured in the model basis U; a general model has none (the eigenbasis of the final
+    # WᵀW would make it 0 by construction)
+    alignment = float(rec.alignment[-1, 0]) if model.commuting else float("nan")
     return SimulationResult(config, model, traj, rec, features, None,
-                            float(rec.alignment[-1, 0]), float("nan"), bool(traj.converged), float("nan"),
+                            alignment, float("nan"), bool(traj.converged), float("nan"),
                             bool(traj.converged), verdict)
