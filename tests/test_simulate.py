@@ -342,9 +342,41 @@ def test_a_general_model_settles_on_rotation_invariant_quantities(tmp_path):
     r = run_simulation(config)
     assert r.converged and r.passed, r.verdict
     final = r.trajectory.final
-    v = Problem.from_models(r.model, config.dynamics()).velocity(final)
-    assert v.max_abs() > 100 * config.conv_tol  # still turning along the orbit ...
-    assert float(non_rotational_speed(final.W, v.W)) < 10 * config.conv_tol  # ... with nothing else moving
+    v = Problem.from_models(r.model, config.dynamics(r.settings)).velocity(final)
+    tol = r.settings.conv_tol  # 1e-8·√‖X‖₂
+    assert v.max_abs() > 100 * tol  # still turning along the orbit ...
+    assert float(non_rotational_speed(final.W, v.W)) < 10 * tol  # ... with nothing else moving
     doc = r.to_json()
     assert doc["threshold_aug_var"] is None and doc["alignment_offdiag"] is None
     assert all(f["data_var"] is None and f["threshold_wd"] is None for f in doc["features"])
+
+
+@pytest.mark.parametrize("c", [1e-3, 1e3])
+def test_a_scaled_problem_gives_the_same_verdict_without_flags(c):
+    """(λ, σ², η) → c(λ, σ², η) leaves p± unchanged and multiplies squared gains and time by 1/c; the
+    defaults (horizon, initial scale, convergence test, kept tolerance) follow, so the verdict does not
+    change (issue #14: at λ = 1e-3 an absolute kept tolerance read DISAGREES)."""
+    from linssl.linear.data import DEFAULT_AUG_VAR
+
+    unit = run_simulation(SimConfig())
+    r = run_simulation(SimConfig(wd=0.05 * c, data_var=(c,), aug_var=tuple(c * a for a in DEFAULT_AUG_VAR)))
+    assert unit.passed and r.passed, r.verdict
+    assert [f.kept_simulated for f in r.features] == [f.kept_simulated for f in unit.features]
+    for f, u in zip(r.features, unit.features, strict=True):
+        if u.kept_predicted:  # both converged flows sit within ~1e-9 of the same fixed point, in units
+            assert c * f.gain_sq_simulated == pytest.approx(u.gain_sq_simulated, rel=1e-6)
+    run = r.settings
+    assert run.time * c == pytest.approx(unit.settings.time) and run.kept_tol * c == pytest.approx(1e-8)
+    assert run.init_scale * c**0.5 == pytest.approx(0.5) and run.conv_tol / c**0.5 == pytest.approx(1e-8)
+
+
+@pytest.mark.parametrize("predictor", ["directpred", "trainable"])
+def test_a_strongly_discarded_feature_at_a_large_scale_finishes(predictor):
+    """λ = 1e3 with σ² up to 1e6: the discarded direction makes the flow stiff (rates ~p²σ² ≈ 1e6 against
+    ~1e3), which an explicit integrator never finished (issue #14). Direct rules take exponential steps,
+    the trained predictor's small state LSODA."""
+    r = run_simulation(SimConfig(wd=50.0, data_var=(1e3,), aug_var=(1e2, 1e3, 1e5, 1e6), predictor=predictor))
+    assert r.passed, r.verdict
+    assert [f.kept_simulated for f in r.features] == [True, True, False, False]
+    assert r.to_json()["integrator"] == ("exponential-RK45" if predictor == "directpred" else "solve_ivp-LSODA")
+

@@ -159,7 +159,7 @@ def solve_batched(
     ``stepper`` replaces the explicit step on ``fun`` (e.g. ``linssl.linear.exponential.ExponentialStep``).
     ``coarse_rtol``: a run starts at this looser relative tolerance and changes to ``rtol`` for good once
     max|f| < ``coarse_until`` (the transient, whose errors the flow forgets on its way to an attracting
-    fixed point, in fewer steps; the stop test applies only at ``rtol``). ``land_on_records=False``: steps
+    fixed point, in fewer steps). ``land_on_records=False``: steps
     are not shortened to land on the record times; the first accepted state at or after a record time is
     recorded, with its own time (``record_reached``). ``progress(t)``: called with the least time reached.
     """
@@ -187,16 +187,17 @@ def solve_batched(
         fine = stepper.speed(fy, all_idx) < coarse_until
     tols = torch.tensor([max(rtol, coarse_rtol or rtol), rtol], dtype=y0.dtype)
     run_rtol = lambda idx: tols[fine[idx].long()][:, None]  # noqa: E731
-    h = _initial_step(stepper.field, y, fy, all_idx, stepper.tab.error_order, run_rtol(all_idx), atol, t_max)
     rejected_last = torch.zeros(B, dtype=torch.bool)
     accepted = torch.zeros(B, dtype=torch.long)
     rejected = torch.zeros(B, dtype=torch.long)
     converged = torch.zeros(B, dtype=torch.bool)
     failed = torch.zeros(B, dtype=torch.bool)
     active = torch.ones(B, dtype=torch.bool)
-    if conv_tol > 0:
-        converged = (stepper.speed(fy, all_idx) < conv_tol) & fine
+    if conv_tol > 0:  # settled already: no step taken (a state's speed is exact, however it was reached)
+        converged = stepper.speed(fy, all_idx) < conv_tol
         active &= ~converged
+    h = (_initial_step(stepper.field, y, fy, all_idx, stepper.tab.error_order, run_rtol(all_idx), atol, t_max)
+         if active.any() else torch.zeros(B, dtype=y0.dtype))
     for _ in range(max_iterations):
         idx = active.nonzero().squeeze(-1)
         if idx.numel() == 0:
@@ -219,7 +220,7 @@ def solve_batched(
         # a step shortened to hit a record time does not shrink the next one
         base = torch.where(ok & clipped, torch.maximum(h[idx], step * grow), step * grow)
         h[idx] = torch.where(ok, base, step * shrink)
-        too_small = ~ok & (step * shrink < min_step)
+        too_small = ~ok & ~(step * shrink >= min_step)  # NaN (a non-finite rate or state) fails too
         failed[idx[too_small]] = True
         active[idx[too_small]] = False
         rejected_last[idx] = ~ok
@@ -242,7 +243,7 @@ def solve_batched(
         done = t_acc >= t_max
         if conv_tol > 0 or coarse_rtol is not None:
             speed = stepper.speed(fy[acc], acc)
-            settled = (speed < conv_tol) & fine[acc]
+            settled = speed < conv_tol
             fine[acc[speed < coarse_until]] = True
             converged[acc[settled]] = True
             done |= settled
@@ -346,6 +347,7 @@ def integrate_flow_batched(
     """
     if not land_on_records and problem.batch != 1:
         raise LinsslError("records at the steps' own times are per run: land_on_records=False takes one run")
+    _check_finite(state, "t = 0", "try a smaller --init-scale")
     template = state.clone()
     cache: dict[int, tuple[torch.Tensor, Problem]] = {}
 

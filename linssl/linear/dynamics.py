@@ -305,7 +305,7 @@ def integrate_flow(
     speed = final.speed(problem.velocity(final), invariant)
     collapsed = bool(sol.t_events[0].size) and final.max_abs() <= 10 * atol  # stopped on the way down to 0
     return Trajectory(np.asarray(times), snaps, final, speed < 10 * conv_tol or collapsed, counter["evals"],
-                      {"t_final": times[-1], "max_speed": speed})
+                      {"t_final": times[-1], "max_speed": speed, "integrator": f"solve_ivp-{method}"})
 
 
 def _record_steps(steps: int, n_records: int) -> set[int]:
@@ -375,6 +375,7 @@ class SGDConfig:
     rho: float = 0.9
     freq: int = 1
     seed: int = 0
+    settle_rate: float = 0.0  # 0: SGD_SETTLE_RATE (unit problem); the simulator passes it in its units
 
     def __post_init__(self) -> None:
         _check_lr_steps(self.lr, self.steps)
@@ -427,7 +428,8 @@ def integrate_sgd(
 ) -> Trajectory:
     """Minibatch SGD on sampled views; direct rules use the running estimate F̂ (module docstring).
 
-    ``converged`` is the settle test of :data:`SGD_SETTLE_RATE` on the recorded snapshots."""
+    ``converged`` is the settle test of ``sgd.settle_rate`` (default :data:`SGD_SETTLE_RATE`) on the
+    recorded snapshots."""
     rule = problem.config.rule
     _check_ema_momentum(problem, state, sgd.lr)
     sampler = ViewSampler(model, sgd.seed)
@@ -462,7 +464,7 @@ def integrate_sgd(
     drift = _sgd_drift_rate(np.asarray(times), snaps)
     info = {"t_final": sgd.steps * sgd.lr, "max_speed": problem.velocity(s).max_abs(), "F_hat": estimate.value,
             "drift_rate": drift}
-    return Trajectory(np.asarray(times), snaps, s, drift < SGD_SETTLE_RATE, sgd.steps, info, wps)
+    return Trajectory(np.asarray(times), snaps, s, drift < (sgd.settle_rate or SGD_SETTLE_RATE), sgd.steps, info, wps)
 
 
 def _sgd_drift_rate(times: np.ndarray, snaps: list[State]) -> float:

@@ -17,6 +17,7 @@ import torch
 
 from linssl import theory
 from linssl.errors import DivergenceError, LinsslError, check_number, check_seed
+from linssl.linear import exponential
 from linssl.linear.data import DEFAULT_AUG_VAR, DataModel, commuting_model, general_model
 from linssl.linear.dynamics import (
     DynamicsConfig,
@@ -29,7 +30,8 @@ from linssl.linear.dynamics import (
     integrate_sgd,
     stable_lr,
 )
-from linssl.linear.records import CONVERGED_KEPT_TOL, KEPT_TOL, RunRecord, record
+from linssl.linear.records import RunRecord, record
+from linssl.linear.scales import COARSE_RTOL, Scales, Settings, settings
 from linssl.predictors import PredictorRule, make_rule
 from linssl.runtime import one_thread
 
@@ -43,6 +45,12 @@ NEAR_THRESHOLD = 0.1
 
 #: largest input dimension d: every step of the flow eigendecomposes a d×d matrix
 MAX_DIM = 1024
+
+#: where the exponential steps do not apply (trained predictor, EMA target, spectral DirectCopy, general
+#: model), a state of at most this many entries is integrated by LSODA, which turns to BDF with a dense
+#: finite-difference Jacobian (this many evaluations, ≤ 8 MB) once the flow is stiff — one strongly
+#: discarded direction (σ² ≫ λ) makes it so; larger states keep DOP853, explicit.
+STIFF_MAX_STATE = 1024
 
 #: smallest --rtol: scipy's solve_ivp raises anything below 100 × float64 epsilon to it, with a warning
 MIN_RTOL = 100 * float(np.finfo(np.float64).eps)
@@ -62,24 +70,26 @@ class SimConfig:
     norm: str = "none"
     eps: float = 0.0
     target: str = "stopgrad"
-    ema: float = 1.0  # β of dW_a/dt = β(W − W_a)
+    ema: float | None = None  # β of dW_a/dt = β(W − W_a); default λ_max (1 at unit scale), a rate like λ
     target_scale: float = 1.0
     pred_lr: float = 1.0
     pred_wd: float | None = None
     mode: str = "flow"
-    time: float = 5000.0  # flow: maximum time (stops earlier on convergence)
-    steps: int | None = None  # gd/sgd; default: time 600 (gd) / 300 (sgd) divided by lr
-    lr: float | None = None  # gd/sgd; default: stable_lr (≤ 0.01, below the initial curvature limit)
+    # None: the default in the problem's own units (linear/scales.py), so that a problem scaled by c
+    # gives the same verdict: horizon 5000/λ_min, init 0.5/√λ_max, conv 1e-8·√λ_max, atol 1e-12/√λ_max
+    time: float | None = None  # flow: maximum time (stops earlier on convergence)
+    steps: int | None = None  # gd/sgd; default: time 600 (gd) / 300 (sgd) over λ_min, divided by lr
+    lr: float | None = None  # gd/sgd; default: stable_lr (≤ 0.01/λ_max, below the initial curvature limit)
     batch: int = 128
     rho: float = 0.9
     freq: int = 1
-    init_scale: float = 0.5
+    init_scale: float | None = None
     init: str = "rotation"
     seed: int = 0
     rotate: bool = True
-    conv_tol: float = 1e-8
+    conv_tol: float | None = None
     rtol: float = 1e-9
-    atol: float = 1e-12
+    atol: float | None = None
     data_cov: tuple[tuple[float, ...], ...] | None = None  # general (non-commuting) model
     aug_cov: tuple[tuple[float, ...], ...] | None = None
 
@@ -106,21 +116,26 @@ class SimConfig:
         if (self.data_cov is None) != (self.aug_cov is None):
             raise LinsslError("give both --data-cov and --aug-cov, or neither")
 
-    @property
-    def kept_tol(self) -> float:
-        """Gain² above which a feature counts as kept: the SGD noise level, or a converged run's."""
-        return KEPT_TOL if self.mode == "sgd" else CONVERGED_KEPT_TOL
+    def settings(self, model: DataModel) -> Settings:
+        """The flags given, and the defaults in ``model``'s units for the others (``linear.scales``);
+        ``kept_tol`` is the gain² above which a feature counts as kept (a converged run's level, or SGD's)."""
+        scales = Scales.of(model, self.wd, trainable=self.predictor == "trainable")
+        return settings(scales, time=self.time, init_scale=self.init_scale, conv_tol=self.conv_tol,
+                        atol=self.atol, ema=self.ema, sgd=self.mode == "sgd")
 
-    def resolved_steps(self, lr: float) -> int:
-        """Explicit --steps, else enough steps to reach time 600 (gd; stops on convergence) / 300 (sgd)."""
-        return self.steps if self.steps is not None else math.ceil((600.0 if self.mode == "gd" else 300.0) / lr)
+    def resolved_steps(self, lr: float, run: Settings) -> int:
+        """Explicit --steps, else enough steps to reach time 600 (gd; stops on convergence) / 300 (sgd),
+        in units of 1/λ_min."""
+        return self.steps if self.steps is not None else math.ceil((run.gd_time if self.mode == "gd"
+                                                                    else run.sgd_time) / lr)
 
     def rule(self) -> PredictorRule:
         return make_rule(self.predictor, alpha=self.alpha, norm=self.norm, eps=self.eps, f_source=self.f_source)
 
-    def dynamics(self) -> DynamicsConfig:
-        return DynamicsConfig(self.rule(), self.wd, self.target, self.ema, self.target_scale, self.pred_lr,
-                              self.pred_wd)
+    def dynamics(self, run: Settings | None = None) -> DynamicsConfig:
+        """The vector field's parameters; ``run`` (``settings``) supplies the default EMA rate."""
+        ema = self.ema if self.ema is not None else (run.ema_rate if run is not None else 1.0)
+        return DynamicsConfig(self.rule(), self.wd, self.target, ema, self.target_scale, self.pred_lr, self.pred_wd)
 
     def model(self) -> DataModel:
         if self.data_cov is not None:
@@ -157,6 +172,7 @@ class SimulationResult:
     max_gain_rel_error: float
     passed: bool
     verdict: str
+    settings: Settings | None = None
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -164,6 +180,7 @@ class SimulationResult:
         rec = self.record
         return {
             "config": asdict(self.config),
+            "settings": None if self.settings is None else self.settings.to_json(),  # the values the run used
             "threshold_aug_var": self.threshold_aug_var,
             "features": [asdict(f) for f in self.features],
             "alignment_offdiag": None if math.isnan(self.alignment_offdiag) else self.alignment_offdiag,
@@ -173,6 +190,7 @@ class SimulationResult:
             "passed": self.passed,
             "verdict": self.verdict,
             "t_final": self.trajectory.info["t_final"],
+            "integrator": self.trajectory.info.get("integrator", self.config.mode),
             "trajectory": {
                 "time": rec.times,
                 "gain_sq": rec.gains[:, 0, :],
@@ -208,14 +226,23 @@ def threshold_of(config: SimConfig, model: DataModel) -> float | None:
     return float(theory.threshold_aug_var(config.wd, float(lam[0]), config.target_scale))
 
 
-def integrate(config: SimConfig, problem: Problem, model: DataModel, progress: bool = False) -> Trajectory:
-    """Run the configured integrator from the seeded initial state.
+def integrate(config: SimConfig, problem: Problem, model: DataModel, progress: bool = False,
+              run: Settings | None = None) -> Trajectory:
+    """Run the configured integrator from the seeded initial state (``run``: ``config.settings(model)``).
+
+    The flow takes exponential steps (``linear.exponential``: the stiff linear part exact; RK45's tableau,
+    whose nodes increase, so no stage propagates a stiff component backwards; local errors against
+    atol + rtol·max|W|; the transient at rtol 1e-6 until max|dW/dt| < 1e-4 in the problem's units, then
+    ``rtol``) wherever they apply — direct rules,
+    stop-gradient, commuting models — and scipy's ``solve_ivp`` otherwise (LSODA up to
+    ``STIFF_MAX_STATE`` entries, DOP853 beyond).
 
     Under the Frobenius-normalised direct predictor every p_i < 1 whatever the scale of W, so a feature
     with τλp − (λ + σ²)p² > η grows exponentially for ever: a divergence of the flow there is the flow's,
     and is reported as such instead of with a step-size hint (GD and SGD keep their lr hint)."""
+    run = config.settings(model) if run is None else run
     try:
-        return _integrate(config, problem, model, progress)
+        return _integrate(config, problem, model, progress, run)
     except torch.linalg.LinAlgError:
         raise DivergenceError("the run diverged: the predictor's eigendecomposition met non-finite values (a flag "
                               "value beyond what float64 can integrate; try values nearer 1)") from None
@@ -228,21 +255,28 @@ def integrate(config: SimConfig, problem: Problem, model: DataModel, progress: b
         raise
 
 
-def _integrate(config: SimConfig, problem: Problem, model: DataModel, progress: bool) -> Trajectory:
-    state = initial_state(problem, config.out_dim or model.dim, config.init_scale, config.seed, config.init)
+def _integrate(config: SimConfig, problem: Problem, model: DataModel, progress: bool, run: Settings) -> Trajectory:
+    state = initial_state(problem, config.out_dim or model.dim, run.init_scale, config.seed, config.init)
     if config.mode == "flow":
-        bar = _progress_bar(progress, config.time, "t")
+        bar = _progress_bar(progress, run.time, "t")
         with bar:
-            return integrate_flow(problem, state, config.time, config.rtol, config.atol, config.conv_tol,
-                                  progress=lambda t: bar.update(t - bar.n), invariant=not model.commuting)
-    lr = config.lr if config.lr is not None else stable_lr(problem, state)
-    steps = config.resolved_steps(lr)
+            advance = lambda t: bar.update(t - bar.n)  # noqa: E731
+            if exponential.applies(problem, [model]) is None:
+                return exponential.integrate_flow_exponential(
+                    problem, state, model, run.time, config.rtol, run.atol, run.conv_tol, method="RK45",
+                    error_scale="max", coarse_rtol=COARSE_RTOL, coarse_until=run.coarse_until, land_on_records=False,
+                    progress=advance)
+            method = "LSODA" if sum(t.numel() for t in state.tensors()) <= STIFF_MAX_STATE else "DOP853"
+            return integrate_flow(problem, state, run.time, config.rtol, run.atol, run.conv_tol, method=method,
+                                  progress=advance, invariant=not model.commuting)
+    lr = config.lr if config.lr is not None else stable_lr(problem, state, cap=run.lr_cap)
+    steps = config.resolved_steps(lr, run)
     bar = _progress_bar(progress, steps, "step")
     with bar:
         if config.mode == "gd":
-            return integrate_gd(problem, state, lr, steps, config.conv_tol, progress=lambda k: bar.update(k - bar.n),
+            return integrate_gd(problem, state, lr, steps, run.conv_tol, progress=lambda k: bar.update(k - bar.n),
                                 invariant=not model.commuting)
-        sgd = SGDConfig(lr, steps, config.batch, config.rho, config.freq, config.seed)
+        sgd = SGDConfig(lr, steps, config.batch, config.rho, config.freq, config.seed, run.sgd_settle_rate)
         return integrate_sgd(problem, state, model, sgd, progress=lambda k: bar.update(k - bar.n))
 
 
@@ -258,15 +292,16 @@ def run_simulation(config: SimConfig, progress: bool = False) -> SimulationResul
     """Integrate one run and compare it with the closed forms (commuting model) per feature."""
     model = config.model()
     m = config.out_dim or model.dim
-    problem = Problem.from_models(model, config.dynamics())
+    run = config.settings(model)
+    problem = Problem.from_models(model, config.dynamics(run))
     with one_thread():  # small matrices: threads only add contention
-        traj = integrate(config, problem, model, progress)
+        traj = integrate(config, problem, model, progress, run)
     if not model.commuting or not theory.has_closed_form(config.rule(), config.wd):
-        return _uncompared_result(config, model, problem, traj)
+        return _uncompared_result(config, model, problem, traj, run)
     lam, s2 = model.data_var.numpy(), model.aug_var.numpy()
     gain_pred = predicted_gains(config, model)
     kept_pred = gain_pred > 0
-    kept_tol = config.kept_tol
+    kept_tol = run.kept_tol
     rec = record(problem, traj, model.basis, torch.as_tensor(kept_pred), kept_tol)
     tail = max(1, len(rec.times) // 5) if config.mode == "sgd" else 1  # SGD: average the last 20%
     gain_sim = rec.gains[-tail:, 0, :].mean(0)
@@ -290,7 +325,7 @@ def run_simulation(config: SimConfig, progress: bool = False) -> SimulationResul
     verdict = _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, converged, capacity_ok, m,
                        config.mode)
     return SimulationResult(config, model, traj, rec, features, threshold_of(config, model),
-                            alignment, proj_err, converged, max_rel, passed, verdict)
+                            alignment, proj_err, converged, max_rel, passed, verdict, run)
 
 
 def _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, converged, capacity_ok, m,
@@ -316,10 +351,11 @@ def _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, conve
     return f"DISAGREES with theory: {counts}; " + "; ".join(reasons)
 
 
-def _uncompared_result(config: SimConfig, model: DataModel, problem: Problem, traj: Trajectory) -> SimulationResult:
+def _uncompared_result(config: SimConfig, model: DataModel, problem: Problem, traj: Trajectory,
+                       run: Settings) -> SimulationResult:
     """No per-feature closed form — a non-commuting X, X' (rows: eigendirections of the learned WᵀW) or a
     normalised predictor (rows: the features u_i, gains along them): report what was learned."""
-    kept_tol = config.kept_tol
+    kept_tol = run.kept_tol
     rec = record(problem, traj, model.basis, kept_tol=kept_tol)
     gains = rec.gains[-1, 0, :]
     if model.commuting:
@@ -342,4 +378,4 @@ def _uncompared_result(config: SimConfig, model: DataModel, problem: Problem, tr
     alignment = float(rec.alignment[-1, 0]) if model.commuting else float("nan")
     return SimulationResult(config, model, traj, rec, features, None,
                             alignment, float("nan"), bool(traj.converged), float("nan"),
-                            bool(traj.converged), verdict)
+                            bool(traj.converged), verdict, run)
