@@ -380,3 +380,17 @@ def test_a_strongly_discarded_feature_at_a_large_scale_finishes(predictor):
     assert [f.kept_simulated for f in r.features] == [True, True, False, False]
     assert r.to_json()["integrator"] == ("exponential-RK45" if predictor == "directpred" else "solve_ivp-LSODA")
 
+
+def test_trained_predictor_collapse_hint_follows_the_basin_of_its_start():
+    """A trained predictor starts at W_p = init-scale · I: from 3, above p₊, the σ² = 2.5 feature collapses
+    and a larger --init-scale (the former hint) only raises W_p further (issue #14). The hint follows the
+    aligned (w, p) flow from the actual start and names a scale that keeps the feature; from a tiny
+    start it says larger."""
+    import re
+
+    r = run_simulation(SimConfig(predictor="trainable", init_scale=3.0))
+    assert not r.passed and "try a smaller --init-scale" in r.verdict and "larger" not in r.verdict
+    named = float(re.search(r"--init-scale ([0-9.]+) keeps", r.verdict).group(1))
+    assert named < 3.0 and run_simulation(SimConfig(predictor="trainable", init_scale=named)).passed
+    low = run_simulation(SimConfig(predictor="trainable", init_scale=0.05))
+    assert not low.passed and "try a larger --init-scale" in low.verdict

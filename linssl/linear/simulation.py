@@ -17,7 +17,7 @@ import torch
 
 from linssl import theory
 from linssl.errors import DivergenceError, LinsslError, check_number, check_seed
-from linssl.linear import exponential
+from linssl.linear import exponential, hints
 from linssl.linear.data import DEFAULT_AUG_VAR, DataModel, commuting_model, general_model
 from linssl.linear.dynamics import (
     DynamicsConfig,
@@ -323,13 +323,26 @@ def run_simulation(config: SimConfig, progress: bool = False) -> SimulationResul
     capacity_ok = int(kept_pred.sum()) <= m
     passed = not wrong and max_rel <= rtol and capacity_ok and converged
     verdict = _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, converged, capacity_ok, m,
-                       config.mode)
+                       _collapse_fix(config, run, features, rec.gains[0, 0, :]))
     return SimulationResult(config, model, traj, rec, features, threshold_of(config, model),
                             alignment, proj_err, converged, max_rel, passed, verdict, run)
 
 
-def _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, converged, capacity_ok, m,
-             mode: str = "flow") -> str:
+def _collapse_fix(config: SimConfig, run: Settings, features: list[FeatureResult], initial_gain_sq) -> str:
+    """What to try when a kept feature fell into the collapse basin. SGD (SPEC §3): F̂ lags W, and from a
+    large init the predictor overshoots while it lags. A trained predictor: the basin of the actual
+    (w, p) start (``linear.hints``: W_p starts at the init scale too, so a larger one can make it worse).
+    A direct rule: p₀ = (c w₀²)^α grows with the init scale, out of the basin w² < (p₋)^(1/α)/c."""
+    if config.mode == "sgd":
+        return "try a smaller --rho or --lr (F̂ lags W), or a smaller --init-scale"
+    lost = hints.lost_features(features, initial_gain_sq)
+    if config.predictor == "trainable" and lost:
+        pred_wd = config.wd if config.pred_wd is None else config.pred_wd
+        return hints.init_scale_hint(lost, run.init_scale, config.wd, pred_wd, config.pred_lr, config.target_scale)
+    return "try a larger --init-scale"
+
+
+def _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, converged, capacity_ok, m, fix) -> str:
     counts = f"{int(kept_sim.sum())} of {kept_pred.size} features kept (theory: {int(kept_pred.sum())})"
     if passed:
         align = "W collapsed to 0" if math.isnan(alignment) else f"alignment {alignment:.1e}"
@@ -338,9 +351,6 @@ def _verdict(passed, kept_pred, kept_sim, max_rel, rtol, alignment, wrong, conve
     if wrong:
         reasons.append(f"features {wrong} classified differently")
         if capacity_ok and any(kept_pred[i] and not kept_sim[i] for i in wrong):
-            # SGD (SPEC §3): F̂ lags W, and from a large init the predictor overshoots while it lags
-            fix = ("try a smaller --rho or --lr (F̂ lags W), or a smaller --init-scale" if mode == "sgd"
-                   else "try a larger --init-scale")
             reasons.append(f"a kept feature fell into the collapse basin (w = 0 is stable too): {fix}")
     if max_rel > rtol:
         reasons.append(f"max relative gain error {max_rel:.1e} > {rtol:g}")
