@@ -225,3 +225,19 @@ def test_coarse_transient_and_records_at_step_times():
     with pytest.raises(LinsslError, match="one run"):
         sweep_problem = Problem.from_models(model, DynamicsConfig(make_rule("directpred"), (0.05, 0.1)), 2)
         integrate_flow_batched(sweep_problem, initial_state(sweep_problem, 8, 0.5, 0), land_on_records=False)
+
+
+def test_large_eigendecompositions_go_through_scipy_and_agree_with_torch():
+    """etd.eigh takes scipy's dsyevd from SCIPY_EIGH_FROM on (faster on CPU): the same spectrum and the
+    same matrix function as torch.linalg.eigh."""
+    from linssl.linear.etd import SCIPY_EIGH_FROM, eigh
+
+    gen = torch.Generator().manual_seed(0)
+    A = torch.randn(2, SCIPY_EIGH_FROM, SCIPY_EIGH_FROM, generator=gen, dtype=torch.float64)
+    F = A @ A.mT / SCIPY_EIGH_FROM
+    s, U = eigh(F)
+    s_ref, U_ref = torch.linalg.eigh(F)
+    # eigenvalues of O(1) to LAPACK accuracy; eigenvectors differ by signs, so compare F^½
+    torch.testing.assert_close(s, s_ref, rtol=0, atol=1e-12)
+    root = lambda s, U: (U * s.clamp_min(0).sqrt().unsqueeze(-2)) @ U.mT  # noqa: E731
+    torch.testing.assert_close(root(s, U), root(s_ref, U_ref), rtol=0, atol=1e-10)

@@ -169,13 +169,13 @@ class Problem:
         W, T = state.W, self.target(state)
         Wp = self.predictor(state) if Wp is None else Wp
         A = Wp @ W
-        quad = _trace(A @ self.view_cov @ A.mT) - 2 * _trace(A @ self.data_cov @ T.mT)
-        quad = quad + _trace(T @ self.view_cov @ T.mT)
+        quad = _inner(A @ self.view_cov, A) - 2 * _inner(A @ self.data_cov, T) + _inner(T @ self.view_cov, T)
         return 0.5 * quad + 0.5 * self.wd.reshape(-1) * (W**2).sum((-2, -1))
 
 
-def _trace(M: torch.Tensor) -> torch.Tensor:
-    return torch.diagonal(M, dim1=-2, dim2=-1).sum(-1)
+def _inner(M: torch.Tensor, N: torch.Tensor) -> torch.Tensor:
+    """tr(M Nᵀ) = Σ M ⊙ N, without forming the product."""
+    return (M * N).sum((-2, -1))
 
 
 INIT_SPREAD = (0.75, 1.25)

@@ -45,12 +45,11 @@ from linssl.errors import LinsslError
 from linssl.linear.batched_ode import RungeKuttaStep, integrate_flow_batched, scaled_error
 from linssl.linear.data import DataModel
 from linssl.linear.dynamics import DIVERGENCE_LIMIT, Problem, State, Trajectory
-from linssl.linear.etd import PairBasis, dominant_permutation, jacobian_parts
+from linssl.linear.etd import PairBasis, dominant_permutation, eigh, jacobian_parts
 from linssl.predictors import direct_set_spectrum
 
 #: e^{h|Λ|} must stay finite: steps are capped at EXP_LIMIT / max|Λ|.
 EXP_LIMIT = 600.0
-
 
 def applies(problem: Problem, models: list[DataModel]) -> str | None:
     """None if the exponential integrator applies to ``problem``, else the reason it does not."""
@@ -67,9 +66,10 @@ def applies(problem: Problem, models: list[DataModel]) -> str | None:
 
 
 LINEAR_PARTS = ("jacobian", "frozen")
-#: the local error of entry k is held to atol + rtol·|W_k| ("entry", scipy's) or atol + rtol·max_k|W_k|
-#: ("max": small entries — a collapsing direction, the off-diagonal of an aligning W — to absolute
-#: accuracy; where they end is decided by the stop test, and a single run takes ~1.7× fewer steps)
+#: the local error of entry k is held to atol + rtol·|W_k| ("entry", scipy's) or atol + rtol·max_k|Ŵ_k|
+#: ("max", Ŵ = W in the step's frame, where it is nearly a permuted diagonal: small entries — a
+#: collapsing direction, the off-diagonal of an aligning W — to absolute accuracy; where they end is
+#: decided by the stop test, and a single run takes ~1.7× fewer steps)
 ERROR_SCALES = ("entry", "max")
 
 
@@ -121,7 +121,7 @@ class ExponentialStep(RungeKuttaStep):
         F = (W * self.corr_var[idx]) @ W.mT
         rule = self.rule
         if rule.alpha != 1.0:
-            p, Q = direct_set_spectrum(F, rule.alpha, rule.norm, rule.eps)
+            p, Q = direct_set_spectrum(F, rule.alpha, rule.norm, rule.eps, eigh=eigh)
             A = Q.mT @ W
             f = -Q @ ((p * p).unsqueeze(-1) * A * v - self.tau * p.unsqueeze(-1) * A * x) - wd * W
             aux = (p, Q)
@@ -138,7 +138,7 @@ class ExponentialStep(RungeKuttaStep):
 
     @staticmethod
     def _spectrum(aux) -> tuple[torch.Tensor, torch.Tensor]:
-        return aux if isinstance(aux, tuple) else torch.linalg.eigh(aux)
+        return aux if isinstance(aux, tuple) else eigh(aux)
 
     def _prepare(self, W: torch.Tensor, f: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """For runs ``idx`` at a new frame: re-match the columns (jacobian) and set the linear part."""
@@ -161,7 +161,7 @@ class ExponentialStep(RungeKuttaStep):
         if idx.numel() == self.frame.shape[0]:
             self.pairs = pairs
         else:  # write the accepted runs' rows into the per-run arrays
-            for name in ("vp1", "vp2", "vm1", "vm2", "det", "pair", "lower", "rates"):
+            for name in ("to_p", "to_q", "from_p", "from_q", "pair", "lower", "rates"):
                 getattr(self.pairs, name)[idx] = getattr(pairs, name)
         return W, f
 
@@ -203,12 +203,15 @@ class ExponentialStep(RungeKuttaStep):
         z_new = z0 + phi(1.0) * f0 + full * (h * torch.tensordot(tab.B, K[: tab.stages], dims=1))
         W_new, R_new, (f_new, aux) = remainder(z_new)
         K[-1] = R_new / full
-        user = lambda Z: (self.frame[idx] @ pairs.from_pair(Z) @ self.basis[idx].mT).flatten(1)  # noqa: E731
+        if self.error_scale == "entry":  # scipy's norm, entry by entry in the caller's coordinates
+            user = lambda Z: (self.frame[idx] @ pairs.from_pair(Z) @ self.basis[idx].mT).flatten(1)  # noqa: E731
+            size = torch.maximum(user(z0).abs(), user(z_new).abs())
+        else:  # one scale per run: the RMS of the error is the same in the frame (P, U orthogonal) — no products
+            user = lambda Z: pairs.from_pair(Z).flatten(1)  # noqa: E731
+            size = torch.maximum(y.abs().amax(-1), W_new.flatten(1).abs().amax(-1)).unsqueeze(-1)
         e5 = user(full * torch.tensordot(tab.E, K, dims=1))
         e3 = None if tab.E3 is None else user(full * torch.tensordot(tab.E3, K, dims=1))
-        size = torch.maximum(user(z0).abs(), user(z_new).abs())
-        scale = atol + (size if self.error_scale == "entry" else size.amax(-1, keepdim=True)) * rtol
-        err = scaled_error(e5, e3, step, scale)
+        err = scaled_error(e5, e3, step, atol + size * rtol)
         self._pending = (idx, aux)
         return W_new.reshape(y.shape), f_new.reshape(y.shape), err
 
@@ -244,6 +247,7 @@ class _Rows:
     def __init__(self, pairs: PairBasis, idx: torch.Tensor) -> None:
         self.__dict__.update({k: (v[idx] if isinstance(v, torch.Tensor) else v) for k, v in vars(pairs).items()})
 
+    _map = staticmethod(PairBasis._map)
     to_pair = PairBasis.to_pair
     from_pair = PairBasis.from_pair
 

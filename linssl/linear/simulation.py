@@ -265,7 +265,7 @@ def _integrate(config: SimConfig, problem: Problem, model: DataModel, progress: 
                 return exponential.integrate_flow_exponential(
                     problem, state, model, run.time, config.rtol, run.atol, run.conv_tol, method="RK45",
                     error_scale="max", coarse_rtol=COARSE_RTOL, coarse_until=run.coarse_until, land_on_records=False,
-                    progress=advance)
+                    n_records=100, progress=advance)  # 100 log-spaced record times: each costs an eigh
             method = "LSODA" if sum(t.numel() for t in state.tensors()) <= STIFF_MAX_STATE else "DOP853"
             return integrate_flow(problem, state, run.time, config.rtol, run.atol, run.conv_tol, method=method,
                                   progress=advance, invariant=not model.commuting)
