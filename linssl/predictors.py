@@ -162,11 +162,11 @@ def direct_set(
 
 
 def direct_set_spectrum(
-    F: torch.Tensor, alpha: float, norm: str = "none", eps: float = 0.0
+    F: torch.Tensor, alpha: float, norm: str = "none", eps: float = 0.0, eigh=torch.linalg.eigh
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """DirectSet(α) as (p, U) with W_p = U diag(p) Uᵀ: F = U diag(s) Uᵀ, p = g(max(s, 0))^α + ε, where
-    g divides by max s (spectral) or ‖s‖₂ (Frobenius). Exact for every α (it decomposes F)."""
-    s, U = torch.linalg.eigh(F)
+    g divides by max s (spectral) or ‖s‖₂ (Frobenius). Exact for every α (it decomposes F, by ``eigh``)."""
+    s, U = eigh(F)
     s = s.clamp_min(0.0)
     tiny = torch.finfo(F.dtype).tiny
     if norm == "spectral":

@@ -44,24 +44,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--norm", choices=NORMS, default="none", help="normalisation of F (theory runs: none)")
     p.add_argument("--eps", type=float, default=0.0, help="ε added to the predictor diagonal")
     p.add_argument("--target", choices=("stopgrad", "ema"), default="stopgrad")
-    p.add_argument("--ema", type=float, default=1.0, help="EMA rate β: dW_a/dt = β(W − W_a); discrete m = 1 − lr·β")
+    p.add_argument("--ema", type=float,
+                   help="EMA rate β: dW_a/dt = β(W − W_a); discrete m = 1 − lr·β (default λ_max: 1 at unit scale)")
     p.add_argument("--target-scale", type=float, default=1.0, help="τ: the target is τ·W_a")
     p.add_argument("--pred-lr", type=float, default=1.0, help="α_p, trained predictor's relative learning rate")
     p.add_argument("--pred-wd", type=float, help="η_p, trained predictor's weight decay (default: --wd)")
     p.add_argument("--mode", choices=MODES, default="flow", help="gradient flow, discrete GD or minibatch SGD")
-    p.add_argument("--time", type=float, default=5000.0, help="flow: maximal time (stops on convergence)")
-    p.add_argument("--rtol", type=float, default=1e-9, help="flow: solve_ivp relative tolerance (default 1e-9)")
-    p.add_argument("--atol", type=float, default=1e-12, help="flow: solve_ivp absolute tolerance (default 1e-12)")
-    p.add_argument("--conv-tol", type=float, default=1e-8,
-                   help="flow/gd: converged (and stopped) once max|dW/dt| < CONV_TOL (default 1e-8)")
+    p.add_argument("--time", type=float, help="flow: maximal time (stops on convergence; default 5000/λ_min)")
+    p.add_argument("--rtol", type=float, default=1e-9, help="flow: relative tolerance (default 1e-9)")
+    p.add_argument("--atol", type=float, help="flow: absolute tolerance on W (default 1e-12/√λ_max)")
+    p.add_argument("--conv-tol", type=float,
+                   help="flow/gd: converged (and stopped) once max|dW/dt| < CONV_TOL (default 1e-8·√λ_max)")
     p.add_argument("--no-rotate", dest="rotate", action="store_false",
                    help="model basis U = identity (default: a seeded random rotation)")
-    p.add_argument("--steps", type=int, help="gd/sgd steps (default: time 600 for gd, 300 for sgd, over lr)")
-    p.add_argument("--lr", type=float, help="gd/sgd learning rate (default: min(0.01, 1/initial curvature))")
+    p.add_argument("--steps", type=int, help="gd/sgd steps (default: time 600/λ_min for gd, 300/λ_min for sgd, "
+                                              "over lr)")
+    p.add_argument("--lr", type=float, help="gd/sgd learning rate (default: min(0.01/λ_max, 1/initial curvature))")
     p.add_argument("--batch", type=int, default=128, help="sgd batch size")
     p.add_argument("--rho", type=float, default=0.9, help="sgd: EMA ρ of the F̂ estimate")
     p.add_argument("--freq", type=int, default=1, help="sgd: reset the predictor from F̂ every FREQ steps")
-    p.add_argument("--init-scale", type=float, default=0.5, help="scale of the initial W (default 0.5)")
+    p.add_argument("--init-scale", type=float,
+                   help="scale of the initial W (default 0.5/√λ_max; trained predictor 0.5, W_p = scale·I)")
     p.add_argument("--init", choices=("rotation", "gaussian"), default="rotation",
                    help="W = scale·R diag(s) Q, s ~ U(0.75, 1.25) (rotation) or N(0, scale²/d) entries")
     p.add_argument("--seed", type=int, default=0)
@@ -118,16 +121,30 @@ def format_table(result: SimulationResult) -> str:
     compared = any(f.gain_sq_predicted is not None for f in result.features)  # else: no closed form applies
     lines.append("")
     if compared:
-        lines.append((f"threshold: features with aug var <= {result.threshold_aug_var:.4g} are kept "
-                      if result.threshold_aug_var >= 0 else "threshold: no feature is kept at this weight decay ")
-                     + "(unit data var; λ² >= 4η(λ + σ²))")
-    lines.append(f"alignment (max off-diagonal of UᵀWᵀWU / max diagonal): {result.alignment_offdiag:.2e}"
-                 + (" (W collapsed: not meaningful)" if math.isnan(result.alignment_offdiag) else ""))
+        lines.append(_threshold_line(result))
+    if result.model.commuting:  # a general model has no basis U to be aligned with
+        lines.append(f"alignment (max off-diagonal of UᵀWᵀWU / max diagonal): {result.alignment_offdiag:.2e}"
+                     + (" (W collapsed: not meaningful)" if math.isnan(result.alignment_offdiag) else ""))
     if compared:
         lines.append(f"projection error ‖P_learned − P_kept‖_F: {result.projection_error:.2e}")
     lines += [f"converged: {'yes' if result.converged else 'no'} at t = {result.trajectory.info['t_final']:.4g}",
               result.verdict]
     return "\n".join(lines)
+
+
+def _threshold_line(result: SimulationResult) -> str:
+    """The threshold in the form the model allows: σ²* for one shared λ, η* per feature otherwise."""
+    rule = "λ² >= 4η(λ + σ²)" if result.config.target_scale == 1 else "τ²λ² >= 4η(λ + σ²)"
+    if result.config.wd == 0:
+        return f"threshold: none at η = 0, every feature is kept ({rule} for every λ > 0)"
+    star = result.threshold_aug_var
+    if star is None:
+        return f"threshold: feature i is kept iff η <= η*_i = τ²λ_i²/(4(λ_i + σ_i²)) ({rule})"
+    lam = result.features[0].data_var
+    unit = "unit data var" if lam == 1 else f"data var {lam:g}"
+    head = (f"threshold: features with aug var <= {star:.4g} are kept " if star >= 0
+            else "threshold: no feature is kept at this weight decay ")
+    return head + f"({unit}; {rule})"
 
 
 def _yn(flag: bool | None) -> str:

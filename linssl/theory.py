@@ -38,17 +38,27 @@ def is_kept(data_var, aug_var, wd, tau=1.0):
 
 
 def threshold_aug_var(wd, data_var=1.0, tau=1.0):
-    """Largest kept augmentation variance: σ²* = τ²λ²/(4η) − λ (λ = 1, τ = 1: 1/(4η) − 1)."""
+    """Largest kept augmentation variance: σ²* = τ²λ²/(4η) − λ (λ = 1, τ = 1: 1/(4η) − 1); +inf at η = 0
+    (no weight decay keeps every feature). Negative when τ²λ < 4η: no σ² ≥ 0 is kept."""
     eta, lam, tau = _f(wd), _f(data_var), _f(tau)
-    if np.any(eta <= 0):
-        raise LinsslError("weight decay must be positive for a threshold to exist")
-    return _out(tau**2 * lam**2 / (4 * eta) - lam)
+    if np.any(eta < 0):
+        raise LinsslError("weight decay must be non-negative")
+    with np.errstate(divide="ignore"):
+        return _out(np.where(eta > 0, tau**2 * lam**2 / np.where(eta > 0, 4 * eta, 1.0) - lam, np.inf))
 
 
 def threshold_wd(data_var, aug_var, tau=1.0):
     """Largest weight decay that keeps the feature: η* = τ²λ² / (4(λ + σ²))."""
     lam, s2, tau = _f(data_var), _f(aug_var), _f(tau)
     return _out(tau**2 * lam**2 / (4 * (lam + s2)))
+
+
+def relative_discriminant(data_var, aug_var, wd, tau=1.0):
+    """Δ / (τλ)² = 1 − 4η(λ + σ²)/(τλ)² = 1 − η/η*: how far a feature is from its threshold, in units of
+    its own threshold weight decay η* (``threshold_wd``). Defined for every λ > 0, σ² ≥ 0, η ≥ 0 (1 at
+    η = 0), unlike the distance in σ², whose threshold σ²* is negative when τ²λ < 4η."""
+    lam, s2, eta, tau = _f(data_var), _f(aug_var), _f(wd), _f(tau)
+    return _out(1 - 4 * eta * (lam + s2) / (tau * lam) ** 2)
 
 
 def fixed_points(data_var, aug_var, wd, tau=1.0):
@@ -106,10 +116,14 @@ def predicted_gain_sq_trained(data_var, aug_var, wd, pred_wd=None, tau=1.0, pred
     return _out(np.where(np.isnan(_f(p_plus)), 0.0, ratio * np.nan_to_num(_f(p_plus)) ** 2))
 
 
-def has_closed_form(rule) -> bool:
+def has_closed_form(rule, wd=None) -> bool:
     """The per-feature closed forms hold for unnormalised predictors (docs/theory.md §4: a normalised predictor
-    with the Euclidean loss shrinks W to 0 and has no such fixed point)."""
-    return rule.kind == "trainable" or rule.norm == "none"
+    with the Euclidean loss shrinks W to 0 and has no such fixed point), and for the trained predictor
+    when η > 0 (given ``wd``): at η = 0 its balance W_pᵀW_p − WWᵀ ∝ e^{−2ηt} is conserved, so where the
+    run ends depends on where it starts (w² = η_p p₊²/(α_p η) has no limit)."""
+    if rule.kind == "trainable":
+        return wd is None or float(np.min(wd)) > 0
+    return rule.norm == "none"
 
 
 def predicted_gain_sq_for_rule(rule, data_var, aug_var, wd, tau=1.0, pred_wd=None, pred_lr=1.0):

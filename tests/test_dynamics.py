@@ -134,3 +134,18 @@ def test_bad_configs():
     _, problem = setup()
     with pytest.raises(LinsslError):
         initial_state(problem, 5, 0.5, 0)  # m > d
+
+
+def test_fitted_rotation_recovers_a_pure_rotation_and_leaves_the_rest():
+    """V = ΩZ for an antisymmetric Ω: the fit returns Ω and the non-rotational speed is 0; a radial part
+    (V = ΩZ − ηZ) is left whole."""
+    from linssl.linear.rotation import fitted_rotation, non_rotational_speed
+
+    gen = torch.Generator().manual_seed(0)
+    Z = torch.randn(2, 3, 5, generator=gen, dtype=torch.float64)
+    Om = torch.randn(2, 3, 3, generator=gen, dtype=torch.float64)
+    Om = Om - Om.mT
+    torch.testing.assert_close(fitted_rotation(Z, Om @ Z), Om, rtol=0, atol=1e-12)  # float64, O(1) entries
+    assert float(non_rotational_speed(Z, Om @ Z).max()) < 1e-12
+    radial = non_rotational_speed(Z, Om @ Z - 0.1 * Z)
+    torch.testing.assert_close(radial, (0.1 * Z).abs().flatten(1).amax(-1), rtol=1e-9, atol=0)

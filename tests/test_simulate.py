@@ -295,3 +295,106 @@ def test_sgd_divergence_under_a_held_predictor_names_freq():
 
     with pytest.raises(DivergenceError, match="--freq 100000"):
         run_simulation(SimConfig(mode="sgd", freq=100_000))
+
+
+def test_no_weight_decay_keeps_every_feature_at_its_limit(tmp_path, capsys):
+    """η = 0 is a valid run (issue #14): p₊ → λ/(λ + σ²), so every feature is kept, and DirectPred (α = ½,
+    F aug) settles at w² = p₊²/(λ + σ²) = λ²/(λ + σ²)³; there is no σ² threshold (σ²* = ∞)."""
+    r = run_simulation(SimConfig(wd=0.0, aug_var=(0.1, 1.0, 10.0)))
+    assert r.passed, r.verdict
+    for f in r.features:
+        assert f.kept_predicted and f.kept_simulated
+        # the flow stops at max|dW/dt| < 1e-8, within 1e-8 / rate ≈ 1.1e-7 of w₊ = 0.027 (σ² = 10, rate
+        # 2αp₊λ = 0.09): w² within ~1e-5 relative
+        assert f.gain_sq_simulated == pytest.approx(f.data_var**2 / (f.data_var + f.aug_var) ** 3, rel=1e-4)
+    assert r.threshold_aug_var is None and r.to_json()["threshold_aug_var"] is None
+
+    from linssl.cli import command_main
+
+    out = tmp_path / "r.json"
+    assert command_main("linssl.simulate", "linssl simulate", ["--wd", "0", "--aug-var", "0.1,10",
+                                                               "--json", str(out)]) == 0
+    assert "none at η = 0, every feature is kept" in capsys.readouterr().out
+    assert json.loads(out.read_text())["passed"]
+
+
+def test_near_threshold_is_measured_in_weight_decay():
+    """Closeness to the threshold is |1 − η/η*| with η* = λ²/(4(λ + σ²)), defined for every feature: at
+    λ = 0.2, σ² = 0 the threshold σ²* = λ²/(4η) − λ is negative for η > 0.05, so a window in σ² is empty
+    and a feature 4 % from its threshold used to be judged (issue #14)."""
+    for wd in (0.048, 0.052):  # 4 % below / above η* = 0.05
+        r = run_simulation(SimConfig(wd=wd, data_var=(1.0, 0.2), aug_var=(0.1, 0.0)))
+        assert r.features[1].near_threshold and not r.features[0].near_threshold
+        assert r.features[1].threshold_wd == pytest.approx(0.05)
+        assert r.passed, r.verdict
+
+
+def test_a_general_model_settles_on_rotation_invariant_quantities(tmp_path):
+    """On a non-commuting X, X' the flow reaches a relative equilibrium: W keeps turning, dW/dt = ΩW with Ω
+    antisymmetric, while WᵀW is fixed, so a test on max|dW/dt| never fires (issue #14). Convergence is the
+    speed less its output-rotation part; the JSON carries no field that needs a λ (threshold, alignment
+    to a basis U, per-feature variances)."""
+    import numpy as np
+
+    from linssl.linear.dynamics import Problem
+    from linssl.linear.rotation import non_rotational_speed
+
+    rng = np.random.default_rng(0)
+    A, B = rng.normal(size=(4, 4)), rng.normal(size=(4, 4))
+    X, Xa = A @ A.T / 4 + 0.5 * np.eye(4), B @ B.T / 4
+    config = SimConfig(data_cov=tuple(map(tuple, X)), aug_cov=tuple(map(tuple, Xa)))
+    r = run_simulation(config)
+    assert r.converged and r.passed, r.verdict
+    final = r.trajectory.final
+    v = Problem.from_models(r.model, config.dynamics(r.settings)).velocity(final)
+    tol = r.settings.conv_tol  # 1e-8·√‖X‖₂
+    assert v.max_abs() > 100 * tol  # still turning along the orbit ...
+    assert float(non_rotational_speed(final.W, v.W)) < 10 * tol  # ... with nothing else moving
+    doc = r.to_json()
+    assert doc["threshold_aug_var"] is None and doc["alignment_offdiag"] is None
+    assert all(f["data_var"] is None and f["threshold_wd"] is None for f in doc["features"])
+
+
+@pytest.mark.parametrize("c", [1e-3, 1e3])
+def test_a_scaled_problem_gives_the_same_verdict_without_flags(c):
+    """(λ, σ², η) → c(λ, σ², η) leaves p± unchanged and multiplies squared gains and time by 1/c; the
+    defaults (horizon, initial scale, convergence test, kept tolerance) follow, so the verdict does not
+    change (issue #14: at λ = 1e-3 an absolute kept tolerance read DISAGREES)."""
+    from linssl.linear.data import DEFAULT_AUG_VAR
+
+    unit = run_simulation(SimConfig())
+    r = run_simulation(SimConfig(wd=0.05 * c, data_var=(c,), aug_var=tuple(c * a for a in DEFAULT_AUG_VAR)))
+    assert unit.passed and r.passed, r.verdict
+    assert [f.kept_simulated for f in r.features] == [f.kept_simulated for f in unit.features]
+    for f, u in zip(r.features, unit.features, strict=True):
+        if u.kept_predicted:  # both converged flows sit within ~1e-9 of the same fixed point, in units
+            assert c * f.gain_sq_simulated == pytest.approx(u.gain_sq_simulated, rel=1e-6)
+    run = r.settings
+    assert run.time * c == pytest.approx(unit.settings.time) and run.kept_tol * c == pytest.approx(1e-8)
+    assert run.init_scale * c**0.5 == pytest.approx(0.5) and run.conv_tol / c**0.5 == pytest.approx(1e-8)
+
+
+@pytest.mark.parametrize("predictor", ["directpred", "trainable"])
+def test_a_strongly_discarded_feature_at_a_large_scale_finishes(predictor):
+    """λ = 1e3 with σ² up to 1e6: the discarded direction makes the flow stiff (rates ~p²σ² ≈ 1e6 against
+    ~1e3), which an explicit integrator never finished (issue #14). Direct rules take exponential steps,
+    the trained predictor's small state LSODA."""
+    r = run_simulation(SimConfig(wd=50.0, data_var=(1e3,), aug_var=(1e2, 1e3, 1e5, 1e6), predictor=predictor))
+    assert r.passed, r.verdict
+    assert [f.kept_simulated for f in r.features] == [True, True, False, False]
+    assert r.to_json()["integrator"] == ("exponential-RK45" if predictor == "directpred" else "solve_ivp-LSODA")
+
+
+def test_trained_predictor_collapse_hint_follows_the_basin_of_its_start():
+    """A trained predictor starts at W_p = init-scale · I: from 3, above p₊, the σ² = 2.5 feature collapses
+    and a larger --init-scale (the former hint) only raises W_p further (issue #14). The hint follows the
+    aligned (w, p) flow from the actual start and names a scale that keeps the feature; from a tiny
+    start it says larger."""
+    import re
+
+    r = run_simulation(SimConfig(predictor="trainable", init_scale=3.0))
+    assert not r.passed and "try a smaller --init-scale" in r.verdict and "larger" not in r.verdict
+    named = float(re.search(r"--init-scale ([0-9.]+) keeps", r.verdict).group(1))
+    assert named < 3.0 and run_simulation(SimConfig(predictor="trainable", init_scale=named)).passed
+    low = run_simulation(SimConfig(predictor="trainable", init_scale=0.05))
+    assert not low.passed and "try a larger --init-scale" in low.verdict

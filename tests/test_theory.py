@@ -119,3 +119,24 @@ def test_normalised_rules_have_no_closed_form():
     assert not theory.has_closed_form(make_rule("directpred", norm="spectral"))
     with pytest.raises(LinsslError):
         theory.predicted_gain_sq_for_rule(make_rule("directcopy", norm="frobenius"), 1.0, 0.5, 0.05)
+
+
+def test_no_weight_decay_limit_and_relative_discriminant():
+    """η → 0: σ²* = ∞ and p₊ → λ/(λ + σ²), p₋ → 0; the distance to the threshold 1 − η/η* = Δ/λ² is defined
+    for every feature, also where σ²* < 0 (λ < 4η)."""
+    assert theory.threshold_aug_var(0.0) == np.inf
+    with pytest.raises(LinsslError):
+        theory.threshold_aug_var(-0.1)
+    p_plus, p_minus = theory.fixed_points(2.0, 3.0, 0.0)
+    assert p_plus == pytest.approx(2.0 / 5.0) and p_minus == pytest.approx(0.0)
+    assert theory.relative_discriminant(0.2, 0.0, 0.052) == pytest.approx(1 - 0.052 / 0.05)
+    assert theory.relative_discriminant(1.0, 4.0, 0.05) == pytest.approx(0.0)
+    assert theory.relative_discriminant(1.0, 4.0, 0.0) == 1.0
+
+
+def test_trained_predictor_has_no_closed_form_without_weight_decay():
+    from linssl.predictors import make_rule
+
+    assert theory.has_closed_form(make_rule("trainable"), 0.05)
+    assert not theory.has_closed_form(make_rule("trainable"), 0.0)
+    assert theory.has_closed_form(make_rule("directpred"), 0.0)

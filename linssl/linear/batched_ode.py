@@ -14,7 +14,8 @@ those of ``scipy.integrate.solve_ivp``, applied per run:
     accept iff err < 1;  h ← h · clip(0.9 err^(−1/(q+1)), 0.2, 10)   (no growth right after a rejection)
 
 so a run of the batch takes the same steps as ``solve_ivp`` on that run alone, up to rounding.
-Steps are shortened to land exactly on the record times; a run stops early when max|f(y)| < conv_tol.
+Steps are shortened to land exactly on the record times (unless ``land_on_records=False``); a run stops
+early when max|f(y)| < conv_tol.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class BatchedSolution:
     y_final: torch.Tensor  # (B, n)
     record_times: np.ndarray  # (T,)
     records: torch.Tensor  # (T, B, n)
+    record_reached: np.ndarray  # (T, B): the time each record holds (NaN: passed within a step, not held)
     t_final: np.ndarray  # (B,)
     accepted: np.ndarray  # (B,)
     rejected: np.ndarray  # (B,)
@@ -145,12 +147,21 @@ def solve_batched(
     conv_tol: float = 0.0,
     max_iterations: int = 1_000_000,
     stepper: RungeKuttaStep | None = None,
+    coarse_rtol: float | None = None,
+    coarse_until: float = 0.0,
+    land_on_records: bool = True,
+    progress: Callable[[float], None] | None = None,
 ) -> BatchedSolution:
     """Integrate y_b' = fun(y, idx)_b from t = 0 to ``t_max`` for every row b of ``y0`` (B, n).
 
     ``fun(y, idx)`` gets the states of the active runs ``idx`` (a LongTensor) and returns their
     derivatives; it must treat rows independently. ``conv_tol`` > 0 stops a run once max|f| < conv_tol.
-    ``stepper`` replaces the explicit step on ``fun`` (e.g. ``linssl.linear.exponential.LawsonStep``).
+    ``stepper`` replaces the explicit step on ``fun`` (e.g. ``linssl.linear.exponential.ExponentialStep``).
+    ``coarse_rtol``: a run starts at this looser relative tolerance and changes to ``rtol`` for good once
+    max|f| < ``coarse_until`` (the transient, whose errors the flow forgets on its way to an attracting
+    fixed point, in fewer steps). ``land_on_records=False``: steps
+    are not shortened to land on the record times; the first accepted state at or after a record time is
+    recorded, with its own time (``record_reached``). ``progress(t)``: called with the least time reached.
     """
     if not (t_max > 0 and math.isfinite(t_max)):
         raise LinsslError(f"time must be positive, got {t_max}")
@@ -163,33 +174,43 @@ def solve_batched(
     if rec_t[0] == 0.0:
         records[0] = y0
         rec_next += 1
+    reached = np.full((rec_t.size, B), np.nan)
+    reached[0] = rec_t[0]
     rec_tensor = torch.as_tensor(np.append(rec_t, np.inf), dtype=y0.dtype)
     exponent = -1.0 / (stepper.tab.error_order + 1)
 
     all_idx = torch.arange(B)
     y, fy = stepper.start(y0)
     t = torch.zeros(B, dtype=y0.dtype)
-    h = _initial_step(stepper.field, y, fy, all_idx, stepper.tab.error_order, rtol, atol, t_max)
+    fine = torch.full((B,), coarse_rtol is None)
+    if coarse_rtol is not None:
+        fine = stepper.speed(fy, all_idx) < coarse_until
+    tols = torch.tensor([max(rtol, coarse_rtol or rtol), rtol], dtype=y0.dtype)
+    run_rtol = lambda idx: tols[fine[idx].long()][:, None]  # noqa: E731
     rejected_last = torch.zeros(B, dtype=torch.bool)
     accepted = torch.zeros(B, dtype=torch.long)
     rejected = torch.zeros(B, dtype=torch.long)
     converged = torch.zeros(B, dtype=torch.bool)
     failed = torch.zeros(B, dtype=torch.bool)
     active = torch.ones(B, dtype=torch.bool)
-    if conv_tol > 0:
+    if conv_tol > 0:  # settled already: no step taken (a state's speed is exact, however it was reached)
         converged = stepper.speed(fy, all_idx) < conv_tol
         active &= ~converged
+    h = (_initial_step(stepper.field, y, fy, all_idx, stepper.tab.error_order, run_rtol(all_idx), atol, t_max)
+         if active.any() else torch.zeros(B, dtype=y0.dtype))
     for _ in range(max_iterations):
         idx = active.nonzero().squeeze(-1)
         if idx.numel() == 0:
             break
         ta = t[idx]
-        bound = rec_tensor[rec_next[idx]].clamp(max=t_max)
+        if progress is not None:
+            progress(float(ta.min()))
+        bound = rec_tensor[rec_next[idx]].clamp(max=t_max) if land_on_records else torch.full_like(ta, t_max)
         min_step = 10 * (torch.nextafter(ta, torch.full_like(ta, math.inf)) - ta)
         h[idx] = torch.maximum(torch.minimum(h[idx], stepper.max_step(idx)), min_step)
         step = torch.minimum(h[idx], bound - ta)
         clipped = step < h[idx]
-        y_new, f_new, err = stepper.attempt(y[idx], fy[idx], step, idx, rtol, atol)
+        y_new, f_new, err = stepper.attempt(y[idx], fy[idx], step, idx, run_rtol(idx), atol)
         err = torch.where(torch.isnan(err), torch.full_like(err, math.inf), err)
         ok = err < 1
         grow = torch.where(err == 0, torch.full_like(err, MAX_FACTOR),
@@ -199,7 +220,7 @@ def solve_batched(
         # a step shortened to hit a record time does not shrink the next one
         base = torch.where(ok & clipped, torch.maximum(h[idx], step * grow), step * grow)
         h[idx] = torch.where(ok, base, step * shrink)
-        too_small = ~ok & (step * shrink < min_step)
+        too_small = ~ok & ~(step * shrink >= min_step)  # NaN (a non-finite rate or state) fails too
         failed[idx[too_small]] = True
         active[idx[too_small]] = False
         rejected_last[idx] = ~ok
@@ -209,16 +230,21 @@ def solve_batched(
         t_acc = torch.where(clipped, bound, ta + step)[ok]
         t[acc] = t_acc
         y[acc], fy[acc] = stepper.commit(acc, y_new[ok], f_new[ok])
-        hit = t_acc >= bound[ok]
+        hit = t_acc >= rec_tensor[rec_next[acc]]
         if hit.any():
             user = stepper.to_user(y[acc[hit]], acc[hit])
-            for row, b, k in zip(user, acc[hit].tolist(), rec_next[acc[hit]].tolist(), strict=True):
+            for row, b, k, tk in zip(user, acc[hit].tolist(), rec_next[acc[hit]].tolist(), t_acc[hit].tolist(),
+                                     strict=True):
                 if k < rec_t.size:
                     records[k, b] = row
-        rec_next[acc[hit]] += 1
+                    reached[k, b] = tk
+        # every record time this step passed is behind the run (more than one when steps do not land)
+        rec_next[acc] = torch.searchsorted(rec_tensor, t_acc, right=True).clamp(min=rec_next[acc])
         done = t_acc >= t_max
-        if conv_tol > 0:
-            settled = stepper.speed(fy[acc], acc) < conv_tol
+        if conv_tol > 0 or coarse_rtol is not None:
+            speed = stepper.speed(fy[acc], acc)
+            settled = speed < conv_tol
+            fine[acc[speed < coarse_until]] = True
             converged[acc[settled]] = True
             done |= settled
         active[acc[done]] = False
@@ -232,7 +258,8 @@ def solve_batched(
         k = int(rec_next[b])
         if k < rec_t.size:
             records[k:, b] = y_user[b]
-    return BatchedSolution(y_user, rec_t, records, t.numpy(), accepted.numpy(), rejected.numpy(),
+            reached[k:, b] = float(t[b])
+    return BatchedSolution(y_user, rec_t, records, reached, t.numpy(), accepted.numpy(), rejected.numpy(),
                            converged.numpy(), stepper.evaluations, stepper.run_evaluations)
 
 
@@ -304,13 +331,23 @@ def integrate_flow_batched(
     n_records: int = 200,
     method: str = "DOP853",
     stepper: RungeKuttaStep | None = None,
+    *,
+    coarse_rtol: float | None = None,
+    coarse_until: float = 0.0,
+    land_on_records: bool = True,
+    progress: Callable[[float], None] | None = None,
 ) -> Trajectory:
     """The gradient flow of every run of ``problem`` with per-run steps (``solve_batched``; ``stepper``
-    replaces its explicit step, e.g. ``linssl.linear.exponential.LawsonStep``).
+    replaces its explicit step, e.g. ``linssl.linear.exponential.ExponentialStep``).
 
     Records at t = 0, ``n_records − 1`` log-spaced times from 0.01 and ``t_max`` (as ``integrate_flow``);
-    each run stops on its own once max|d(state)/dt| < conv_tol (0 disables the test).
+    each run stops on its own once max|d(state)/dt| < conv_tol (0 disables the test). ``coarse_rtol``,
+    ``coarse_until``, ``land_on_records`` and ``progress`` as ``solve_batched``; records that do not land
+    (one run only) are kept at the times the steps reached, once each.
     """
+    if not land_on_records and problem.batch != 1:
+        raise LinsslError("records at the steps' own times are per run: land_on_records=False takes one run")
+    _check_finite(state, "t = 0", "try a smaller --init-scale")
     template = state.clone()
     cache: dict[int, tuple[torch.Tensor, Problem]] = {}
 
@@ -324,10 +361,18 @@ def integrate_flow_batched(
     log_spaced = np.geomspace(min(1e-2, t_max), t_max, max(n_records - 1, 1))
     record_times = np.unique(np.concatenate([[0.0], log_spaced, [t_max]]))
     sol = solve_batched(fun, _pack(state), t_max, rtol=rtol, atol=atol, method=method,
-                        record_times=record_times, conv_tol=conv_tol, stepper=stepper)
+                        record_times=record_times, conv_tol=conv_tol, stepper=stepper, coarse_rtol=coarse_rtol,
+                        coarse_until=coarse_until, land_on_records=land_on_records, progress=progress)
     reached = float(sol.t_final.max())
-    keep = sol.record_times <= reached
-    snaps = [_unpack(sol.records[k], template).clone() for k in np.flatnonzero(keep)]
+    if land_on_records:
+        keep = np.flatnonzero(sol.record_times <= reached)
+        times = sol.record_times[keep]
+    else:  # the times the step reached, each once (a step past several record times records once)
+        held = sol.record_reached[:, 0]
+        keep = np.flatnonzero(np.isfinite(held) & (held <= reached))
+        keep = keep[np.unique(held[keep], return_index=True)[1]]
+        times = held[keep]
+    snaps = [_unpack(sol.records[k], template).clone() for k in keep]
     final = _unpack(sol.y_final, template).clone()
     _check_finite(final, f"t = {reached:.3g}", "try a smaller --init-scale")
     speed = problem.velocity(final)
@@ -335,7 +380,6 @@ def integrate_flow_batched(
     info = {"t_final": reached, "t_final_per_run": sol.t_final, "max_speed": float(speeds.max()),
             "max_speed_per_run": speeds, "accepted_steps": sol.accepted, "rejected_steps": sol.rejected,
             "run_evaluations": sol.run_evaluations, "integrator": f"batched-{method}"}
-    times = sol.record_times[keep]
     if times[-1] < reached:  # the last run stopped (converged) between two record times
         times = np.append(times, reached)
         snaps.append(final)

@@ -28,6 +28,7 @@ from scipy.integrate import solve_ivp
 
 from linssl.errors import DivergenceError, LinsslError
 from linssl.linear.data import DTYPE, DataModel, ViewSampler, haar_rotation
+from linssl.linear.rotation import non_rotational_speed
 from linssl.predictors import CorrelationEMA, PredictorRule
 
 TARGETS = ("stopgrad", "ema")
@@ -101,6 +102,13 @@ class State:
     def max_abs(self) -> float:
         return max(float(t.abs().max()) for t in self.tensors())
 
+    def speed(self, velocity: State, invariant: bool = False) -> float:
+        """max |velocity| — or, ``invariant``, of the velocity less its output-rotation part
+        (``linssl.linear.rotation``): what the convergence tests compare with conv_tol."""
+        if not invariant:
+            return velocity.max_abs()
+        return float(non_rotational_speed(self.W, velocity.W, self.Wp, velocity.Wp, self.Wa, velocity.Wa).max())
+
 
 @dataclass
 class Problem:
@@ -161,13 +169,13 @@ class Problem:
         W, T = state.W, self.target(state)
         Wp = self.predictor(state) if Wp is None else Wp
         A = Wp @ W
-        quad = _trace(A @ self.view_cov @ A.mT) - 2 * _trace(A @ self.data_cov @ T.mT)
-        quad = quad + _trace(T @ self.view_cov @ T.mT)
+        quad = _inner(A @ self.view_cov, A) - 2 * _inner(A @ self.data_cov, T) + _inner(T @ self.view_cov, T)
         return 0.5 * quad + 0.5 * self.wd.reshape(-1) * (W**2).sum((-2, -1))
 
 
-def _trace(M: torch.Tensor) -> torch.Tensor:
-    return torch.diagonal(M, dim1=-2, dim2=-1).sum(-1)
+def _inner(M: torch.Tensor, N: torch.Tensor) -> torch.Tensor:
+    """tr(M Nᵀ) = Σ M ⊙ N, without forming the product."""
+    return (M * N).sum((-2, -1))
 
 
 INIT_SPREAD = (0.75, 1.25)
@@ -244,10 +252,13 @@ def integrate_flow(
     n_records: int = 200,
     method: str = "DOP853",
     progress: Callable[[float], None] | None = None,
+    invariant: bool = False,
 ) -> Trajectory:
-    """Gradient flow with ``solve_ivp``; stops once max|d(state)/dt| < conv_tol, or once every entry of
-    the state is below ``atol`` — collapsed to the fixed point 0 as far as the integrator resolves, which
-    at a large η can come long before the speed η|W| falls under conv_tol — or at t_max."""
+    """Gradient flow with ``solve_ivp``; stops once max|d(state)/dt| < conv_tol (``invariant``: the speed
+    less its output-rotation part, ``State.speed`` — for non-commuting models, which can turn along an
+    orbit of fixed points for ever), or once every entry of the state is below ``atol`` — collapsed to
+    the fixed point 0 as far as the integrator resolves, which at a large η can come long before the
+    speed η|W| falls under conv_tol — or at t_max."""
     if not (t_max > 0 and math.isfinite(t_max)):
         raise LinsslError(f"time must be positive, got {t_max}")
     template = state.clone()
@@ -261,14 +272,20 @@ def integrate_flow(
         v = problem.velocity(s)
         return v.pack()
 
+    def speed_at(t: float, y: np.ndarray) -> float:
+        if not invariant:
+            return float(np.max(np.abs(rhs(t, y))))
+        s = template.unpack(y)
+        return s.speed(problem.velocity(s), invariant=True)
+
     def settled(t: float, y: np.ndarray) -> float:
-        return min(float(np.max(np.abs(rhs(t, y)))) - conv_tol, float(np.max(np.abs(y))) - atol)
+        return min(speed_at(t, y) - conv_tol, float(np.max(np.abs(y))) - atol)
 
     settled.terminal = True  # type: ignore[attr-defined]
     settled.direction = -1  # type: ignore[attr-defined]
 
     y0 = state.pack()
-    speed0 = float(np.max(np.abs(rhs(0.0, y0))))
+    speed0 = speed_at(0.0, y0)
     if speed0 < conv_tol:  # settled already (the event only fires on a downward crossing)
         start = state.clone()
         return Trajectory(np.asarray([0.0]), [start], start, True, counter["evals"],
@@ -285,10 +302,10 @@ def integrate_flow(
     snaps = [template.unpack(np.ascontiguousarray(y)).clone() for y in ys]
     final = snaps[-1]
     _check_finite(final, f"t = {times[-1]:.3g}", "try a smaller --init-scale")
-    speed = float(np.max(np.abs(problem.velocity(final).pack())))
+    speed = final.speed(problem.velocity(final), invariant)
     collapsed = bool(sol.t_events[0].size) and final.max_abs() <= 10 * atol  # stopped on the way down to 0
     return Trajectory(np.asarray(times), snaps, final, speed < 10 * conv_tol or collapsed, counter["evals"],
-                      {"t_final": times[-1], "max_speed": speed})
+                      {"t_final": times[-1], "max_speed": speed, "integrator": f"solve_ivp-{method}"})
 
 
 def _record_steps(steps: int, n_records: int) -> set[int]:
@@ -303,10 +320,12 @@ def integrate_gd(
     conv_tol: float = 1e-10,
     n_records: int = 200,
     progress: Callable[[int], None] | None = None,
+    invariant: bool = False,
 ) -> Trajectory:
     """Discrete GD on the expected loss: state ← state + lr · velocity(state) (EMA m = 1 − lr β).
 
-    Stops early once max|velocity| < conv_tol; the final state is always the last snapshot."""
+    Stops early once max|velocity| < conv_tol (``invariant``: less its output-rotation part, as
+    ``integrate_flow``); the final state is always the last snapshot."""
     _check_lr_steps(lr, steps)
     _check_ema_momentum(problem, state, lr)
     record_at = _record_steps(steps, n_records)
@@ -316,7 +335,7 @@ def integrate_gd(
     k = 0
     while True:
         v = problem.velocity(s)
-        speed = v.max_abs()
+        speed = s.speed(v, invariant)
         if k == steps or speed < conv_tol:
             break
         if k in record_at:
@@ -362,6 +381,7 @@ class SGDConfig:
     rho: float = 0.9
     freq: int = 1
     seed: int = 0
+    settle_rate: float = 0.0  # 0: SGD_SETTLE_RATE (unit problem); the simulator passes it in its units
 
     def __post_init__(self) -> None:
         _check_lr_steps(self.lr, self.steps)
@@ -414,7 +434,8 @@ def integrate_sgd(
 ) -> Trajectory:
     """Minibatch SGD on sampled views; direct rules use the running estimate F̂ (module docstring).
 
-    ``converged`` is the settle test of :data:`SGD_SETTLE_RATE` on the recorded snapshots."""
+    ``converged`` is the settle test of ``sgd.settle_rate`` (default :data:`SGD_SETTLE_RATE`) on the
+    recorded snapshots."""
     rule = problem.config.rule
     _check_ema_momentum(problem, state, sgd.lr)
     sampler = ViewSampler(model, sgd.seed)
@@ -449,7 +470,7 @@ def integrate_sgd(
     drift = _sgd_drift_rate(np.asarray(times), snaps)
     info = {"t_final": sgd.steps * sgd.lr, "max_speed": problem.velocity(s).max_abs(), "F_hat": estimate.value,
             "drift_rate": drift}
-    return Trajectory(np.asarray(times), snaps, s, drift < SGD_SETTLE_RATE, sgd.steps, info, wps)
+    return Trajectory(np.asarray(times), snaps, s, drift < (sgd.settle_rate or SGD_SETTLE_RATE), sgd.steps, info, wps)
 
 
 def _sgd_drift_rate(times: np.ndarray, snaps: list[State]) -> float:

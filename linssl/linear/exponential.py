@@ -1,30 +1,38 @@
-"""Exponential (Lawson) Runge–Kutta for the commuting linear flow: the stiff part is integrated exactly.
+"""Exponential Runge–Kutta for the commuting linear flow: the stiff, linear part is integrated exactly.
 
 Why: after the transient, the flow's Jacobian has eigenvalues down to about −(p_max² v_max) ≈ −10
 (a kept feature's predictor eigenvalue against a high-variance direction) while the solution moves
-at rates of order η. An explicit method is then held to h ≈ 0.6 by stability alone.
+at rates of order η, and a kept feature relaxes at 2αp₊√Δ ≈ 0.7 while the slowest one, near its
+threshold, needs thousands of time units. An explicit method is held to h ≈ 0.6 by stability alone.
 
 For a commuting model, in its basis U (X = U diag(x) Uᵀ, Σ₁ = X + X' = U diag(v) Uᵀ) and in the
-eigenbasis P of the predictor in force at the start of a step (W_p = P diag(p) Pᵀ), the flow with
-W_p frozen is diagonal:
+eigenbasis P of the predictor in force at the start of a step (W_p = P diag(p) Pᵀ), Ŵ = Pᵀ W U Π
+(Π a column permutation putting each row's own direction on the diagonal). The step takes the linear
+part L of the flow there — ``linear="jacobian"`` (default): the exact diagonal of the Jacobian and the
+2×2 blocks coupling (i, k) with (k, i), made diagonal by ``linssl.linear.etd.PairBasis`` (coordinates
+z = T⁻¹Ŵ, rates Λ); ``linear="frozen"``: μ_ij = −p_i² v_j + τ p_i x_j − η, the flow with the predictor
+frozen — and integrates u' = f(u) as u' = f_n + Λ(u − u_n) + R(u), R(u_n) = 0, exactly in its linear
+part (exponential time differencing): with φ(c) = (e^{chΛ} − 1)/Λ,
 
-    dŴ_ij/dt = μ_ij Ŵ_ij,   μ_ij = −p_i² v_j + τ p_i x_j − η,        Ŵ = Pᵀ W U.
+    z_s     = z_n + φ(c_s) f_n + e^{c_s hΛ} ⊙ h Σ_j a_sj K_j,
+    K_j     = e^{−c_j hΛ} ⊙ (T⁻¹f(T z_j) − f_n − Λ ⊙ (z_j − z_n))          (K_0 = 0)
+    z_{n+1} = z_n + φ(1) f_n + e^{hΛ} ⊙ h Σ_j b_j K_j,          error  e^{hΛ} ⊙ h Σ_j E_j K_j
 
-Lawson's method applies an explicit pair (scipy's DOP853 or RK45 tableau) to e^{−(t − t_n)μ} Ŵ, whose
-field e^{−(t − t_n)μ} (f(Ŵ) − μ ⊙ Ŵ) keeps only what the frozen predictor misses (spectral radius ≲ 2
-late in a run, measured, against ≈ 10 for f):
+with an explicit pair's tableau (scipy's DOP853 or RK45) on what L misses, K. The scheme is exact
+for any linear f with constant forcing, keeps every fixed point, and a better L only lengthens the
+steps: late in a run L is nearly the whole Jacobian (``linssl.linear.etd``), so steps grow until the
+exponentials' range (``EXP_LIMIT``) or the accuracy of the slow drift bounds them.
 
-    Ŵ_s     = e^{c_s hμ} ⊙ (Ŵ_n + h Σ_j a_sj K_j),     K_j = e^{−c_j hμ} ⊙ (f(Ŵ_j) − μ ⊙ Ŵ_j)
-    Ŵ_{n+1} = e^{hμ} ⊙ (Ŵ_n + h Σ_j b_j K_j),          error  e^{hμ} ⊙ Σ_j E_j K_j
-
-The error is measured in the caller's coordinates W = P Ŵ Uᵀ with scipy's norm and controller
+The error is measured in the caller's coordinates W = P T z Πᵀ Uᵀ with scipy's norm and controller
 (``linssl.linear.batched_ode``), so ``rtol``/``atol`` mean what they mean for ``solve_ivp``. The field is
 left-orthogonally equivariant (f(QŴ) = Q f(Ŵ)), so stages are evaluated in the frame itself; after
 an accepted step the frame moves to the eigenbasis of W_p at the new state (the eigendecomposition the
-field made anyway for α ≠ 1, one eigh per step for DirectCopy).
+field made anyway for α ≠ 1, one eigh per step for DirectCopy), the columns are re-matched and L is
+recomputed (one eigh-free pass: two m×m×d products).
 
 Applies to direct predictors with a stop-gradient target on commuting models, except DirectCopy with
-the spectral norm (its power iteration is not exactly equivariant): :func:`applies`.
+the spectral norm (its power iteration is not exactly equivariant): :func:`applies`. Normalised rules
+use the frozen rates (their Jacobian goes through the normalisation too).
 """
 
 from __future__ import annotations
@@ -37,11 +45,11 @@ from linssl.errors import LinsslError
 from linssl.linear.batched_ode import RungeKuttaStep, integrate_flow_batched, scaled_error
 from linssl.linear.data import DataModel
 from linssl.linear.dynamics import DIVERGENCE_LIMIT, Problem, State, Trajectory
+from linssl.linear.etd import PairBasis, dominant_permutation, eigh, jacobian_parts
 from linssl.predictors import direct_set_spectrum
 
-#: e^{h|μ|} must stay finite: steps are capped at EXP_LIMIT / max|μ|.
+#: e^{h|Λ|} must stay finite: steps are capped at EXP_LIMIT / max|Λ|.
 EXP_LIMIT = 600.0
-
 
 def applies(problem: Problem, models: list[DataModel]) -> str | None:
     """None if the exponential integrator applies to ``problem``, else the reason it does not."""
@@ -57,28 +65,48 @@ def applies(problem: Problem, models: list[DataModel]) -> str | None:
     return None
 
 
-class LawsonStep(RungeKuttaStep):
-    """One Lawson step per run for ``solve_batched`` (module docstring). User coordinates: W flattened.
+LINEAR_PARTS = ("jacobian", "frozen")
+#: the local error of entry k is held to atol + rtol·|W_k| ("entry", scipy's) or atol + rtol·max_k|Ŵ_k|
+#: ("max", Ŵ = W in the step's frame, where it is nearly a permuted diagonal: small entries — a
+#: collapsing direction, the off-diagonal of an aligning W — to absolute accuracy; where they end is
+#: decided by the stop test, and a single run takes ~1.7× fewer steps)
+ERROR_SCALES = ("entry", "max")
+
+
+class ExponentialStep(RungeKuttaStep):
+    """One exponential step per run for ``solve_batched`` (module docstring). User coordinates: W flattened.
     One instance serves one integration (it holds per-run frames and evaluation counts).
 
-    Per run it keeps the frame P (accumulated rotations, (B, m, m)) and the predictor eigenvalues p
-    in that frame; internal coordinates are Ŵ = Pᵀ W U.
+    Per run it keeps the frame P (accumulated rotations, (B, m, m)), the predictor eigenvalues p in that
+    frame, the column order Π of the model basis (``basis``, ``x``, ``v`` are stored permuted) and, for the
+    step to come, the linear part: ``pairs`` (a ``PairBasis``; identity coordinates for ``frozen``).
+    Internal coordinates between steps are Ŵ = Pᵀ W U Π.
     """
 
     def __init__(self, problem: Problem, basis: torch.Tensor, data_var: torch.Tensor, view_var: torch.Tensor,
-                 out_dim: int, method: str = "DOP853") -> None:
+                 out_dim: int, method: str = "DOP853", linear: str = "jacobian", error_scale: str = "entry") -> None:
         super().__init__(None, method, basis.dtype)
+        if linear not in LINEAR_PARTS:
+            raise LinsslError(f"linear part must be one of {', '.join(LINEAR_PARTS)}, got {linear!r}")
+        if error_scale not in ERROR_SCALES:
+            raise LinsslError(f"error scale must be one of {', '.join(ERROR_SCALES)}, got {error_scale!r}")
+        self.error_scale = error_scale
         B, d = problem.batch, basis.shape[-1]
         self.rule, self.tau = problem.config.rule, problem.config.target_scale
+        self.jacobian = linear == "jacobian" and self.rule.norm == "none"
         self.shape = (out_dim, d)
-        self.basis = basis.expand(B, d, d)
-        self.x = data_var.expand(B, d).unsqueeze(-2)  # (B, 1, d): columns of Ŵ are model directions
-        self.v = view_var.expand(B, d).unsqueeze(-2)
-        self.corr_var = self.v if self.rule.f_source == "aug" else self.x
+        self.basis = basis.expand(B, d, d).clone()
+        self.x = data_var.expand(B, d).unsqueeze(-2).clone()  # (B, 1, d): columns of Ŵ are model directions
+        self.v = view_var.expand(B, d).unsqueeze(-2).clone()
         self.wd = problem.wd.reshape(B, 1, 1)
         self.frame: torch.Tensor  # (B, m, m) and (B, m): set by ``start`` from the first predictor
         self.p: torch.Tensor
+        self.pairs: PairBasis  # per run, set by ``_prepare``
         self._pending: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | torch.Tensor] | None = None
+
+    @property
+    def corr_var(self) -> torch.Tensor:
+        return self.v if self.rule.f_source == "aug" else self.x
 
     # -- the flow in the model basis, in any row frame --------------------------------------------
     def velocity(self, W: torch.Tensor, idx: torch.Tensor):
@@ -93,7 +121,7 @@ class LawsonStep(RungeKuttaStep):
         F = (W * self.corr_var[idx]) @ W.mT
         rule = self.rule
         if rule.alpha != 1.0:
-            p, Q = direct_set_spectrum(F, rule.alpha, rule.norm, rule.eps)
+            p, Q = direct_set_spectrum(F, rule.alpha, rule.norm, rule.eps, eigh=eigh)
             A = Q.mT @ W
             f = -Q @ ((p * p).unsqueeze(-1) * A * v - self.tau * p.unsqueeze(-1) * A * x) - wd * W
             aux = (p, Q)
@@ -110,12 +138,32 @@ class LawsonStep(RungeKuttaStep):
 
     @staticmethod
     def _spectrum(aux) -> tuple[torch.Tensor, torch.Tensor]:
-        return aux if isinstance(aux, tuple) else torch.linalg.eigh(aux)
+        return aux if isinstance(aux, tuple) else eigh(aux)
 
-    def _rates(self, idx: torch.Tensor) -> torch.Tensor:
-        """μ_ij = −p_i² v_j + τ p_i x_j − η for runs ``idx``: (b, m, d)."""
-        p = self.p[idx].unsqueeze(-1)
-        return -(p * p) * self.v[idx] + self.tau * p * self.x[idx] - self.wd[idx]
+    def _prepare(self, W: torch.Tensor, f: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For runs ``idx`` at a new frame: re-match the columns (jacobian) and set the linear part."""
+        m, d = self.shape
+        matched = None
+        if self.jacobian:
+            perm, matched = dominant_permutation(W, self.corr_var[idx])
+            cols = perm.unsqueeze(-2)
+            W, f = torch.gather(W, -1, cols.expand_as(W)), torch.gather(f, -1, cols.expand_as(f))
+            self.basis[idx] = torch.gather(self.basis[idx], -1, cols.expand(-1, d, -1))
+            self.x[idx] = torch.gather(self.x[idx], -1, cols)
+            self.v[idx] = torch.gather(self.v[idx], -1, cols)
+            lam, B = jacobian_parts(W, self.p[idx], self.corr_var[idx], self.v[idx], self.x[idx], self.tau,
+                                    self.wd[idx], self.rule.alpha)
+        else:
+            p = self.p[idx].unsqueeze(-1)
+            lam = -(p * p) * self.v[idx] + self.tau * p * self.x[idx] - self.wd[idx]
+            B = W.new_zeros((*W.shape[:-1], m))
+        pairs = PairBasis(lam, B, matched)
+        if idx.numel() == self.frame.shape[0]:
+            self.pairs = pairs
+        else:  # write the accepted runs' rows into the per-run arrays
+            for name in ("to_p", "to_q", "from_p", "from_q", "pair", "lower", "rates"):
+                getattr(self.pairs, name)[idx] = getattr(pairs, name)
+        return W, f
 
     # -- the RungeKuttaStep interface ------------------------------------------------------------
     def start(self, y0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,37 +172,54 @@ class LawsonStep(RungeKuttaStep):
         f, aux = self.velocity(W, idx)
         self.p, Q = self._spectrum(aux)
         self.frame = Q.clone()
-        return (Q.mT @ W).reshape(y0.shape), (Q.mT @ f).reshape(y0.shape)
+        W, f = self._prepare(Q.mT @ W, Q.mT @ f, idx)
+        return W.reshape(y0.shape), f.reshape(y0.shape)
 
     def max_step(self, idx: torch.Tensor) -> torch.Tensor:
-        return EXP_LIMIT / self._rates(idx).abs().amax((-2, -1)).clamp_min(1e-300)
+        return EXP_LIMIT / self.pairs.rates[idx].abs().amax((-2, -1)).clamp_min(1e-300)
 
     def attempt(self, y, fy, step, idx, rtol, atol):
         tab, shape = self.tab, (-1, *self.shape)
-        W0, f0 = y.reshape(shape), fy.reshape(shape)
-        mu = self._rates(idx)
+        pairs = _Rows(self.pairs, idx)
+        z0, f0 = pairs.to_pair(y.reshape(shape)), pairs.to_pair(fy.reshape(shape))
+        lam = pairs.rates
         h = step[:, None, None]
-        grow = torch.exp(tab.C[:, None, None, None] * (h * mu))  # e^{c_s hμ}, (S, b, m, d)
-        decay = grow.reciprocal()
-        K = W0.new_empty((tab.stages + 1, *W0.shape))
-        K[0] = f0 - mu * W0
+        safe = torch.where(lam == 0, torch.ones_like(lam), lam)
+
+        def phi(c: float) -> torch.Tensor:  # (e^{chΛ} − 1)/Λ, ch where Λ = 0
+            return torch.where(lam == 0, c * h, torch.expm1(c * h * lam) / safe)
+
+        def remainder(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, object]:
+            W = pairs.from_pair(z)
+            f, aux = self.velocity(W, idx)
+            return W, pairs.to_pair(f) - f0 - lam * (z - z0), (f, aux)
+
+        K = z0.new_zeros((tab.stages + 1, *z0.shape))  # K_0 = R(z_n) = 0
         for s in range(1, tab.stages):
-            Ws = grow[s] * (W0 + h * torch.tensordot(tab.A[s, :s], K[:s], dims=1))
-            K[s] = decay[s] * (self.field(Ws, idx) - mu * Ws)
-        full = torch.exp(h * mu)
-        W_new = full * (W0 + h * torch.tensordot(tab.B, K[: tab.stages], dims=1))
-        f_new, aux = self.velocity(W_new, idx)
-        K[-1] = (f_new - mu * W_new) / full
-        user = lambda Z: (self.frame[idx] @ Z @ self.basis[idx].mT).flatten(1)  # noqa: E731
+            c = float(tab.C[s])
+            zs = z0 + phi(c) * f0 + torch.exp(c * h * lam) * (h * torch.tensordot(tab.A[s, : s], K[:s], dims=1))
+            K[s] = torch.exp(-c * h * lam) * remainder(zs)[1]
+        full = torch.exp(h * lam)
+        z_new = z0 + phi(1.0) * f0 + full * (h * torch.tensordot(tab.B, K[: tab.stages], dims=1))
+        W_new, R_new, (f_new, aux) = remainder(z_new)
+        K[-1] = R_new / full
+        if self.error_scale == "entry":  # scipy's norm, entry by entry in the caller's coordinates
+            user = lambda Z: (self.frame[idx] @ pairs.from_pair(Z) @ self.basis[idx].mT).flatten(1)  # noqa: E731
+            size = torch.maximum(user(z0).abs(), user(z_new).abs())
+        else:  # one scale per run: the RMS of the error is the same in the frame (P, U orthogonal) — no products
+            user = lambda Z: pairs.from_pair(Z).flatten(1)  # noqa: E731
+            size = torch.maximum(y.abs().amax(-1), W_new.flatten(1).abs().amax(-1)).unsqueeze(-1)
         e5 = user(full * torch.tensordot(tab.E, K, dims=1))
         e3 = None if tab.E3 is None else user(full * torch.tensordot(tab.E3, K, dims=1))
-        scale = atol + torch.maximum(user(W0).abs(), user(W_new).abs()) * rtol
-        err = scaled_error(e5, e3, step, scale)
+        err = scaled_error(e5, e3, step, atol + size * rtol)
         self._pending = (idx, aux)
         return W_new.reshape(y.shape), f_new.reshape(y.shape), err
 
     def commit(self, acc, y, fy):
-        """Move the accepted runs to the eigenbasis of their new predictor: Ŵ ← Qᵀ Ŵ, P ← P Q."""
+        """Move the accepted runs to the eigenbasis of their new predictor (Ŵ ← Qᵀ Ŵ, P ← P Q), then
+        re-match their columns and set their linear part for the next step."""
+        if acc.numel() == 0:
+            return y, fy
         idx, aux = self._pending
         rows = torch.searchsorted(idx, acc)
         aux = tuple(a[rows] for a in aux) if isinstance(aux, tuple) else aux[rows]
@@ -162,13 +227,29 @@ class LawsonStep(RungeKuttaStep):
         self.p[acc] = p
         self.frame[acc] = self.frame[acc] @ Q
         shape = (-1, *self.shape)
-        return (Q.mT @ y.reshape(shape)).reshape(y.shape), (Q.mT @ fy.reshape(shape)).reshape(fy.shape)
+        W, f = self._prepare(Q.mT @ y.reshape(shape), Q.mT @ fy.reshape(shape), acc)
+        return W.reshape(y.shape), f.reshape(fy.shape)
 
     def to_user(self, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return (self.frame[idx] @ y.reshape(-1, *self.shape) @ self.basis[idx].mT).reshape(y.shape)
 
     def speed(self, fy: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return self.to_user(fy, idx).abs().amax(-1)
+
+
+#: the former name (Lawson steps, ``linear="frozen"`` in integrating-factor form)
+LawsonStep = ExponentialStep
+
+
+class _Rows:
+    """The rows ``idx`` of a per-run ``PairBasis``, with the same methods."""
+
+    def __init__(self, pairs: PairBasis, idx: torch.Tensor) -> None:
+        self.__dict__.update({k: (v[idx] if isinstance(v, torch.Tensor) else v) for k, v in vars(pairs).items()})
+
+    _map = staticmethod(PairBasis._map)
+    to_pair = PairBasis.to_pair
+    from_pair = PairBasis.from_pair
 
 
 def integrate_flow_exponential(
@@ -181,10 +262,16 @@ def integrate_flow_exponential(
     conv_tol: float = 1e-8,
     n_records: int = 200,
     method: str = "DOP853",
+    *,
+    linear: str = "jacobian",
+    error_scale: str = "entry",
+    **options,
 ) -> Trajectory:
-    """The flow of every run of ``problem`` by Lawson steps (module docstring); ``models``: one commuting
-    data model for all runs or one per run. Same records, stop test and result as
-    :func:`linssl.linear.batched_ode.integrate_flow_batched`."""
+    """The flow of every run of ``problem`` by exponential steps (module docstring); ``models``: one
+    commuting data model for all runs or one per run; ``linear``: LINEAR_PARTS, ``error_scale``:
+    ERROR_SCALES. Same records, stop test and result as
+    :func:`linssl.linear.batched_ode.integrate_flow_batched`, whose keyword ``options`` it passes on
+    (``coarse_rtol``/``coarse_until``, ``land_on_records``, ``progress``)."""
     models = [models] if isinstance(models, DataModel) else list(models)
     reason = applies(problem, models)
     if reason is not None:
@@ -195,8 +282,9 @@ def integrate_flow_exponential(
             and torch.allclose(stack("view_cov").expand(B, -1, -1), problem.view_cov)):
         raise LinsslError("the data models given are not those of the problem")
     view_var = stack("data_var") + stack("aug_var")
-    stepper = LawsonStep(problem, stack("basis"), stack("data_var"), view_var, state.W.shape[-2], method)
-    traj = integrate_flow_batched(problem, state, t_max, rtol, atol, conv_tol, n_records, method, stepper=stepper)
+    stepper = ExponentialStep(problem, stack("basis"), stack("data_var"), view_var, state.W.shape[-2], method, linear,
+                              error_scale)
+    traj = integrate_flow_batched(problem, state, t_max, rtol, atol, conv_tol, n_records, method, stepper=stepper,
+                                  **options)
     traj.info["integrator"] = f"exponential-{method}"
     return traj
-
