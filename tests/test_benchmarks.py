@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {
     "predictor_cost.py": {"ratio_d512", "ratio_d2048"},
     "simulator_sweep.py": {"speedup", "max_abs_diff", "speedup_batched_dop853", "speedup_vs_shared_step"},
+    "simulate_scale.py": {"seconds_d512", "seconds_d1024", "exponent", "all_agree", "max_abs_diff_loop"},
     "train_step.py": {"ratio_vs_lightly", "predictor_share"},
     "deep_throughput.py": {"images_per_s", "data_share", "augment_share", "network_share", "device"},
 }
@@ -46,6 +47,11 @@ def test_quick_mode_ends_with_headline_json(script):
         assert headline["max_abs_diff"] < 1e-6
         assert headline["speedup"] > 0 and headline["speedup_batched_dop853"] > 0
         assert headline["speedup_vs_shared_step"] is None  # that path runs only with --shared-step
+    elif script == "simulate_scale.py":
+        # quick: d = 8, 12 only (no d ≥ 128 rows to fit); both sides stop at max|dW/dt| < 1e-8, within
+        # ~1e-8 / rate of the same fixed point: gains² agree to ~1e-7, a wrong field differs by O(0.1)
+        assert headline["all_agree"] and headline["max_abs_diff_loop"] < 1e-5
+        assert headline["seconds_d512"] is None and headline["exponent"] is None
     elif script == "train_step.py":
         assert 0 < headline["predictor_share"] < 1
         ratio = headline["ratio_vs_lightly"]
