@@ -53,7 +53,8 @@ def loop_run(config: SimConfig, budget: float) -> tuple[np.ndarray | None, float
             raise OverBudget
 
     try:
-        traj = integrate_flow(problem, state, run.time, config.rtol, run.atol, run.conv_tol, progress=watch)
+        traj = integrate_flow(problem, state, t_max=run.time, rtol=config.rtol, atol=run.atol, conv_tol=run.conv_tol,
+                              progress=watch)
     except OverBudget:
         return None, time.perf_counter() - t0, 0
     return gains_along(traj.final.W, model.basis)[0].numpy(), time.perf_counter() - t0, traj.steps

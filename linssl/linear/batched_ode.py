@@ -30,7 +30,7 @@ import scipy.integrate
 import torch
 
 from linssl.errors import DivergenceError, LinsslError
-from linssl.linear.dynamics import Problem, State, Trajectory, _check_finite
+from linssl.linear.dynamics import FlowOptions, Problem, State, Trajectory, _check_finite
 
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
 METHODS = ("RK45", "DOP853")
@@ -324,27 +324,27 @@ def sub_problem(problem: Problem, idx: torch.Tensor) -> Problem:
 def integrate_flow_batched(
     problem: Problem,
     state: State,
-    t_max: float = 5000.0,
-    rtol: float = 1e-9,
-    atol: float = 1e-12,
-    conv_tol: float = 1e-8,
-    n_records: int = 200,
-    method: str = "DOP853",
+    options: FlowOptions | None = None,
     stepper: RungeKuttaStep | None = None,
     *,
     coarse_rtol: float | None = None,
     coarse_until: float = 0.0,
     land_on_records: bool = True,
     progress: Callable[[float], None] | None = None,
+    **changes,
 ) -> Trajectory:
     """The gradient flow of every run of ``problem`` with per-run steps (``solve_batched``; ``stepper``
-    replaces its explicit step, e.g. ``linssl.linear.exponential.ExponentialStep``).
+    replaces its explicit step, e.g. ``linssl.linear.exponential.ExponentialStep``), under
+    ``FlowOptions.of(options, **changes)``.
 
     Records at t = 0, ``n_records − 1`` log-spaced times from 0.01 and ``t_max`` (as ``integrate_flow``);
     each run stops on its own once max|d(state)/dt| < conv_tol (0 disables the test). ``coarse_rtol``,
     ``coarse_until``, ``land_on_records`` and ``progress`` as ``solve_batched``; records that do not land
     (one run only) are kept at the times the steps reached, once each.
     """
+    opts = FlowOptions.of(options, **changes)
+    t_max, rtol, atol, conv_tol, n_records, method = (opts.t_max, opts.rtol, opts.atol, opts.conv_tol,
+                                                      opts.n_records, opts.method)
     if not land_on_records and problem.batch != 1:
         raise LinsslError("records at the steps' own times are per run: land_on_records=False takes one run")
     _check_finite(state, "t = 0", "try a smaller --init-scale")

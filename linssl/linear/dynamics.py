@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -242,23 +242,45 @@ def _check_finite(state: State, where: str, hint: str) -> None:
         raise DivergenceError(f"the run diverged at {where} ({hint})")
 
 
+@dataclass(frozen=True)
+class FlowOptions:
+    """How a flow is integrated, the same for every flow integrator (``integrate_flow``,
+    ``batched_ode.integrate_flow_batched``, ``exponential.integrate_flow_exponential``, ``sweep.sweep_flow``):
+    the horizon ``t_max``, the tolerances ``rtol`` / ``atol``, the stop test max|d(state)/dt| < ``conv_tol``
+    (0 disables it), ``n_records`` recorded times (t = 0 and log-spaced from 0.01 to t_max) and the
+    Runge–Kutta ``method``. Each integrator takes ``options`` and/or these fields as keywords."""
+
+    t_max: float = 5000.0
+    rtol: float = 1e-9
+    atol: float = 1e-12
+    conv_tol: float = 1e-8
+    n_records: int = 200
+    method: str = "DOP853"
+
+    @classmethod
+    def of(cls, options: FlowOptions | None = None, **changes) -> FlowOptions:
+        """``options`` (default: the defaults) with the fields in ``changes`` replaced (unknown: TypeError)."""
+        return replace(options if options is not None else cls(), **changes)
+
+
 def integrate_flow(
     problem: Problem,
     state: State,
-    t_max: float = 5000.0,
-    rtol: float = 1e-9,
-    atol: float = 1e-12,
-    conv_tol: float = 1e-8,
-    n_records: int = 200,
-    method: str = "DOP853",
+    options: FlowOptions | None = None,
+    *,
     progress: Callable[[float], None] | None = None,
     invariant: bool = False,
+    **changes,
 ) -> Trajectory:
-    """Gradient flow with ``solve_ivp``; stops once max|d(state)/dt| < conv_tol (``invariant``: the speed
+    """Gradient flow with ``solve_ivp`` under ``FlowOptions.of(options, **changes)``; stops once
+    max|d(state)/dt| < conv_tol (``invariant``: the speed
     less its output-rotation part, ``State.speed`` — for non-commuting models, which can turn along an
     orbit of fixed points for ever), or once every entry of the state is below ``atol`` — collapsed to
     the fixed point 0 as far as the integrator resolves, which at a large η can come long before the
     speed η|W| falls under conv_tol — or at t_max."""
+    opts = FlowOptions.of(options, **changes)
+    t_max, rtol, atol, conv_tol, n_records, method = (opts.t_max, opts.rtol, opts.atol, opts.conv_tol,
+                                                      opts.n_records, opts.method)
     if not (t_max > 0 and math.isfinite(t_max)):
         raise LinsslError(f"time must be positive, got {t_max}")
     template = state.clone()

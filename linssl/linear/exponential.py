@@ -44,7 +44,7 @@ import torch
 from linssl.errors import LinsslError
 from linssl.linear.batched_ode import RungeKuttaStep, integrate_flow_batched, scaled_error
 from linssl.linear.data import DataModel
-from linssl.linear.dynamics import DIVERGENCE_LIMIT, Problem, State, Trajectory
+from linssl.linear.dynamics import DIVERGENCE_LIMIT, FlowOptions, Problem, State, Trajectory
 from linssl.linear.etd import PairBasis, dominant_permutation, eigh, jacobian_parts
 from linssl.predictors import direct_set_spectrum
 
@@ -256,22 +256,17 @@ def integrate_flow_exponential(
     problem: Problem,
     state: State,
     models: DataModel | list[DataModel],
-    t_max: float = 5000.0,
-    rtol: float = 1e-9,
-    atol: float = 1e-12,
-    conv_tol: float = 1e-8,
-    n_records: int = 200,
-    method: str = "DOP853",
+    options: FlowOptions | None = None,
     *,
     linear: str = "jacobian",
     error_scale: str = "entry",
-    **options,
+    **keywords,
 ) -> Trajectory:
     """The flow of every run of ``problem`` by exponential steps (module docstring); ``models``: one
     commuting data model for all runs or one per run; ``linear``: LINEAR_PARTS, ``error_scale``:
     ERROR_SCALES. Same records, stop test and result as
-    :func:`linssl.linear.batched_ode.integrate_flow_batched`, whose keyword ``options`` it passes on
-    (``coarse_rtol``/``coarse_until``, ``land_on_records``, ``progress``)."""
+    :func:`linssl.linear.batched_ode.integrate_flow_batched`, to which it passes ``options`` and the other
+    ``keywords`` (``FlowOptions`` fields, ``coarse_rtol``/``coarse_until``, ``land_on_records``, ``progress``)."""
     models = [models] if isinstance(models, DataModel) else list(models)
     reason = applies(problem, models)
     if reason is not None:
@@ -282,9 +277,11 @@ def integrate_flow_exponential(
             and torch.allclose(stack("view_cov").expand(B, -1, -1), problem.view_cov)):
         raise LinsslError("the data models given are not those of the problem")
     view_var = stack("data_var") + stack("aug_var")
+    flow_fields = {k: keywords.pop(k) for k in list(keywords) if k in FlowOptions.__dataclass_fields__}
+    opts = FlowOptions.of(options, **flow_fields)
+    method = opts.method
     stepper = ExponentialStep(problem, stack("basis"), stack("data_var"), view_var, state.W.shape[-2], method, linear,
                               error_scale)
-    traj = integrate_flow_batched(problem, state, t_max, rtol, atol, conv_tol, n_records, method, stepper=stepper,
-                                  **options)
+    traj = integrate_flow_batched(problem, state, opts, stepper=stepper, **keywords)
     traj.info["integrator"] = f"exponential-{method}"
     return traj

@@ -21,6 +21,7 @@ from linssl.linear import exponential, hints
 from linssl.linear.data import DEFAULT_AUG_VAR, DataModel, commuting_model, general_model
 from linssl.linear.dynamics import (
     DynamicsConfig,
+    FlowOptions,
     Problem,
     SGDConfig,
     Trajectory,
@@ -263,17 +264,18 @@ def integrate(config: SimConfig, problem: Problem, model: DataModel, progress: b
 def _integrate(config: SimConfig, problem: Problem, model: DataModel, progress: bool, run: Settings) -> Trajectory:
     state = initial_state(problem, config.out_dim or model.dim, run.init_scale, config.seed, config.init)
     if config.mode == "flow":
+        options = FlowOptions(t_max=run.time, rtol=config.rtol, atol=run.atol, conv_tol=run.conv_tol)
         bar = _progress_bar(progress, run.time, "t")
         with bar:
             advance = lambda t: bar.update(t - bar.n)  # noqa: E731
             if exponential.applies(problem, [model]) is None:
                 return exponential.integrate_flow_exponential(
-                    problem, state, model, run.time, config.rtol, run.atol, run.conv_tol, method="RK45",
-                    error_scale="max", coarse_rtol=COARSE_RTOL, coarse_until=run.coarse_until, land_on_records=False,
-                    n_records=100, progress=advance)  # 100 log-spaced record times: each costs an eigh
+                    problem, state, model, FlowOptions.of(options, method="RK45", n_records=100), error_scale="max",
+                    coarse_rtol=COARSE_RTOL, coarse_until=run.coarse_until, land_on_records=False,
+                    progress=advance)  # 100 log-spaced record times: each costs an eigh
             method = "LSODA" if sum(t.numel() for t in state.tensors()) <= STIFF_MAX_STATE else "DOP853"
-            return integrate_flow(problem, state, run.time, config.rtol, run.atol, run.conv_tol, method=method,
-                                  progress=advance, invariant=not model.commuting)
+            return integrate_flow(problem, state, FlowOptions.of(options, method=method), progress=advance,
+                                  invariant=not model.commuting)
     lr = config.lr if config.lr is not None else stable_lr(problem, state, cap=run.lr_cap)
     steps = config.resolved_steps(lr, run)
     bar = _progress_bar(progress, steps, "step")

@@ -26,11 +26,13 @@ from linssl.errors import LinsslError
 from linssl.linear import exponential
 from linssl.linear.batched_ode import integrate_flow_batched
 from linssl.linear.data import DataModel
-from linssl.linear.dynamics import DynamicsConfig, Problem, Trajectory, initial_state, integrate_flow
+from linssl.linear.dynamics import DynamicsConfig, FlowOptions, Problem, Trajectory, initial_state, integrate_flow
 from linssl.linear.records import CONVERGED_KEPT_TOL, gains_along
 from linssl.predictors import PredictorRule
 
 INTEGRATORS = ("auto", "exponential", "batched", "solve_ivp")
+#: a sweep's default flow: the defaults, 50 records (the final state is what a sweep compares)
+SWEEP_OPTIONS = FlowOptions(n_records=50)
 
 
 @dataclass
@@ -61,17 +63,15 @@ def sweep_flow(
     target: str = "stopgrad",
     init_scale: float = 0.5,
     seed: int = 0,
-    t_max: float = 5000.0,
-    conv_tol: float = 1e-8,
-    rtol: float = 1e-9,
-    atol: float = 1e-12,
-    n_records: int = 50,
+    options: FlowOptions | None = None,
     integrator: str = "auto",
-    method: str = "DOP853",
+    **changes,
 ) -> SweepResult:
     """Integrate the flow for every (model, wd) pair as one batch; ``models`` is one model for all
     runs or one per run (all commuting, same d). ``integrator``: auto, exponential, batched or
-    solve_ivp (module docstring); ``method``: RK45 or DOP853."""
+    solve_ivp (module docstring); ``FlowOptions.of(options, **changes)`` (a sweep records 50 times by
+    default; ``method``: RK45 or DOP853)."""
+    opts = FlowOptions.of(options if options is not None else SWEEP_OPTIONS, **changes)
     wds = tuple(float(w) for w in wds)
     model_list = [models] if isinstance(models, DataModel) else list(models)
     if not wds:
@@ -85,11 +85,10 @@ def sweep_flow(
     state = initial_state(problem, model_list[0].dim, init_scale, seed)
     if integrator == "auto":
         integrator = "exponential" if exponential.applies(problem, model_list) is None else "batched"
-    kw = dict(t_max=t_max, rtol=rtol, atol=atol, conv_tol=conv_tol, n_records=n_records, method=method)
     if integrator == "exponential":
-        traj = exponential.integrate_flow_exponential(problem, state, model_list, **kw)
+        traj = exponential.integrate_flow_exponential(problem, state, model_list, opts)
     else:
-        traj = (integrate_flow_batched if integrator == "batched" else integrate_flow)(problem, state, **kw)
+        traj = (integrate_flow_batched if integrator == "batched" else integrate_flow)(problem, state, opts)
     basis = torch.stack([m.basis for m in model_list]).expand(batch, -1, -1)
     lam = torch.stack([m.data_var for m in model_list]).expand(batch, -1).numpy()
     s2 = torch.stack([m.aug_var for m in model_list]).expand(batch, -1).numpy()
