@@ -297,23 +297,6 @@ def _initial_step(f, y: torch.Tensor, fy: torch.Tensor, idx: torch.Tensor, order
 # ------------------------------------------------------------------ the linear dynamics on top
 
 
-def _pack(state: State) -> torch.Tensor:
-    B = state.W.shape[0]
-    return torch.cat([t.reshape(B, -1) for t in state.tensors()], dim=1)
-
-
-def _unpack(flat: torch.Tensor, template: State) -> State:
-    out, start, b = [], 0, flat.shape[0]
-    for t in (template.W, template.Wp, template.Wa):
-        if t is None:
-            out.append(None)
-            continue
-        size = t[0].numel()
-        out.append(flat[:, start : start + size].reshape(b, *t.shape[1:]))
-        start += size
-    return State(*out)
-
-
 def sub_problem(problem: Problem, idx: torch.Tensor) -> Problem:
     """The runs ``idx`` of a batched problem, as a problem of their own (moments and weight decays)."""
     wd = problem.wd.reshape(-1)[idx]
@@ -356,11 +339,11 @@ def integrate_flow_batched(
         if key not in cache or not torch.equal(cache[key][0], idx):
             cache.clear()
             cache[key] = (idx.clone(), problem if key == problem.batch else sub_problem(problem, idx))
-        return _pack(cache[key][1].velocity(_unpack(y, template)))
+        return cache[key][1].velocity(template.unpack_runs(y)).pack_runs()
 
     log_spaced = np.geomspace(min(1e-2, t_max), t_max, max(n_records - 1, 1))
     record_times = np.unique(np.concatenate([[0.0], log_spaced, [t_max]]))
-    sol = solve_batched(fun, _pack(state), t_max, rtol=rtol, atol=atol, method=method,
+    sol = solve_batched(fun, state.pack_runs(), t_max, rtol=rtol, atol=atol, method=method,
                         record_times=record_times, conv_tol=conv_tol, stepper=stepper, coarse_rtol=coarse_rtol,
                         coarse_until=coarse_until, land_on_records=land_on_records, progress=progress)
     reached = float(sol.t_final.max())
@@ -372,11 +355,11 @@ def integrate_flow_batched(
         keep = np.flatnonzero(np.isfinite(held) & (held <= reached))
         keep = keep[np.unique(held[keep], return_index=True)[1]]
         times = held[keep]
-    snaps = [_unpack(sol.records[k], template).clone() for k in keep]
-    final = _unpack(sol.y_final, template).clone()
+    snaps = [template.unpack_runs(sol.records[k]).clone() for k in keep]
+    final = template.unpack_runs(sol.y_final).clone()
     _check_finite(final, f"t = {reached:.3g}", "try a smaller --init-scale")
     speed = problem.velocity(final)
-    speeds = _pack(speed).abs().amax(-1).numpy()
+    speeds = speed.pack_runs().abs().amax(-1).numpy()
     info = {"t_final": reached, "t_final_per_run": sol.t_final, "max_speed": float(speeds.max()),
             "max_speed_per_run": speeds, "accepted_steps": sol.accepted, "rejected_steps": sol.rejected,
             "run_evaluations": sol.run_evaluations, "integrator": f"batched-{method}"}

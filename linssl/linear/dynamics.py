@@ -83,18 +83,30 @@ class State:
         pairs = zip((self.W, self.Wp, self.Wa), (velocity.W, velocity.Wp, velocity.Wa), strict=True)
         return State(*(None if t is None else t + lr * dt for t, dt in pairs))
 
-    def pack(self) -> np.ndarray:
-        return np.concatenate([t.reshape(-1).numpy() for t in self.tensors()])
+    def pack_runs(self) -> torch.Tensor:
+        """One flat row per run, (B, n): the run's W, then W_p and W_a where present — the state layout of
+        every integrator (``pack`` is the same rows, end to end)."""
+        B = self.W.shape[0]
+        return torch.cat([t.reshape(B, -1) for t in self.tensors()], dim=1)
 
-    def unpack(self, flat: np.ndarray) -> State:
-        out, start = [], 0
+    def unpack_runs(self, flat: torch.Tensor) -> State:
+        """The state of the rows ``flat`` (b, n) of ``pack_runs``, shaped like this one (b runs, b ≤ B)."""
+        out, start, b = [], 0, flat.shape[0]
         for t in (self.W, self.Wp, self.Wa):
             if t is None:
                 out.append(None)
                 continue
-            out.append(torch.from_numpy(flat[start : start + t.numel()]).reshape(t.shape))
-            start += t.numel()
+            size = t[0].numel()
+            out.append(flat[:, start : start + size].reshape(b, *t.shape[1:]))
+            start += size
         return State(*out)
+
+    def pack(self) -> np.ndarray:
+        """``pack_runs`` as one numpy vector (``solve_ivp``'s state)."""
+        return self.pack_runs().reshape(-1).numpy()
+
+    def unpack(self, flat: np.ndarray) -> State:
+        return self.unpack_runs(torch.from_numpy(flat).reshape(self.W.shape[0], -1))
 
     def clone(self) -> State:
         return State(*(None if t is None else t.clone() for t in (self.W, self.Wp, self.Wa)))
