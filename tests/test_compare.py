@@ -218,7 +218,8 @@ def test_quick_run_on_digits_end_to_end(tmp_path, capsys):
 def test_l2_loss_gradient_is_the_simulators_sampled_gradient():
     from linssl.deep.models import symmetric_l2_loss
     from linssl.linear.data import general_model
-    from linssl.linear.dynamics import DynamicsConfig, Problem, State, sampled_gradients
+    from linssl.linear.dynamics import DynamicsConfig, Problem, State
+    from linssl.linear.sgd import sampled_gradients
 
     gen = torch.Generator().manual_seed(0)
     W = torch.randn(3, 4, generator=gen, dtype=torch.float64)

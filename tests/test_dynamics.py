@@ -7,18 +7,9 @@ import torch
 from linssl import theory
 from linssl.errors import DivergenceError, LinsslError
 from linssl.linear.data import commuting_model
-from linssl.linear.dynamics import (
-    DynamicsConfig,
-    Problem,
-    SGDConfig,
-    State,
-    initial_state,
-    integrate_flow,
-    integrate_gd,
-    integrate_sgd,
-    sampled_gradients,
-)
+from linssl.linear.dynamics import DynamicsConfig, Problem, State, initial_state, integrate_flow, integrate_gd
 from linssl.linear.records import alignment_offdiag, gains_along
+from linssl.linear.sgd import SGDConfig, integrate_sgd, sampled_gradients
 from linssl.predictors import make_rule
 
 AUG = (0.2, 0.8, 2.0, 6.0)  # at wd 0.05 (threshold 4): three kept, one discarded, all ≥ 50% from it

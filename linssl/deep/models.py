@@ -402,7 +402,7 @@ def symmetric_loss(p1: Tensor, p2: Tensor, t1: Tensor, t2: Tensor) -> Tensor:
 
 def symmetric_l2_loss(p1: Tensor, p2: Tensor, t1: Tensor, t2: Tensor) -> Tensor:
     """L = ¼ (mean‖p1 − sg(t2)‖² + mean‖p2 − sg(t1)‖²): the linear theory's ½E‖W_p W x1 − W_a x2‖²,
-    symmetrised; its gradient is the simulator's (``linssl.linear.dynamics.sampled_gradients``)."""
+    symmetrised; its gradient is the simulator's (``linssl.linear.sgd.sampled_gradients``)."""
     d12 = p1.float() - t2.detach().float()
     d21 = p2.float() - t1.detach().float()
     return 0.25 * (d12.pow(2).sum(-1).mean() + d21.pow(2).sum(-1).mean())

@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from linssl.linear.data import DataModel
-from linssl.linear.dynamics import SGD_SETTLE_RATE
 from linssl.linear.records import CONVERGED_KEPT_TOL, KEPT_TOL
+from linssl.linear.sgd import SGD_SETTLE_RATE
 
 HORIZON, GD_TIME, SGD_TIME = 5000.0, 600.0, 300.0
 INIT_SCALE, ATOL, CONV_TOL, LR_CAP = 0.5, 1e-12, 1e-8, 0.01

@@ -23,16 +23,15 @@ from linssl.linear.dynamics import (
     DynamicsConfig,
     FlowOptions,
     Problem,
-    SGDConfig,
     Trajectory,
     initial_state,
     integrate_flow,
     integrate_gd,
-    integrate_sgd,
     stable_lr,
 )
 from linssl.linear.records import RunRecord, record
 from linssl.linear.scales import COARSE_RTOL, Scales, Settings, settings
+from linssl.linear.sgd import SGDConfig, integrate_sgd
 from linssl.predictors import PredictorRule, make_rule
 from linssl.runtime import one_thread
 
