@@ -39,7 +39,7 @@ def _worker(rank: int, world: int, port: int, out: str, predictor: str) -> None:
 @pytest.mark.parametrize("predictor", ["directpred", "mlp"])
 def test_two_gloo_ranks_stay_identical(tmp_path, predictor):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), predictor), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert r0["step"] == r1["step"] == 1437 // 128  # the global batch of 128 is split 64 + 64
     assert r0["summary"] is not None and r1["summary"] is None  # only rank 0 evaluates and writes
     assert r0["main"] and not r1["main"]  # and only rank 0 reports (deep-train's closing line)

@@ -321,7 +321,7 @@ def test_a_run_saved_with_ema_and_without_the_new_settings_resumes(tmp_path):
         return {**{k: v for k, v in config.items() if k not in new}, "ema": config["ema_momentum"]}
 
     (out / "config.json").write_text(json.dumps(make_old(json.loads((out / "config.json").read_text()))))
-    checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
     checkpoint["config"] = make_old(checkpoint["config"])
     for group in checkpoint["optimizer"]["param_groups"]:
         group.pop("clip_lr", None)
