@@ -109,9 +109,7 @@ def sweep(
     from linssl.linear.sweep import sweep_flow
     from linssl.predictors import make_rule
 
-    aug = _floats(aug_var)
-    lam = _floats(data_var)
-    model = commuting_model(lam if len(lam) > 1 else lam * len(aug), aug, seed, rotate)
+    model = commuting_model(_floats(data_var), _floats(aug_var), seed, rotate)  # one λ serves every feature
     rule = make_rule(predictor, alpha=alpha, norm=norm, eps=eps, f_source=f_source)
     return sweep_flow(model, list(_floats(wds)), rule, seed=seed, **flow_options)
 

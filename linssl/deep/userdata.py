@@ -3,8 +3,9 @@ registered datasets of ``linssl.deep.datasets``).
 
 Images are uint8 N×C×H×W (square, H = W) with integer labels; the augmentation preset is chosen by
 the image side (``linssl.deep.augment.preset_for``); mean and std per channel are measured on the
-pretraining images. Without a test split, a seeded fifth of the images is held out for the probe and
-the kNN monitor (pretraining sees every image, as with STL-10's unlabeled split).
+pretraining images (an evenly strided sample of at most ``STATS_SAMPLE``). Without a test split, a seeded
+fifth of the images is held out for the probe and the kNN monitor (pretraining sees every image, as
+with STL-10's unlabeled split).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from linssl.deep.config import CUSTOM
 from linssl.deep.datasets import DatasetSpec, TensorImageDataset
 from linssl.errors import LinsslError
 
-#: images whose mean/std are measured for a torch Dataset (all of them for a tensor)
+#: most images whose mean/std are measured (an evenly strided sample of the pretraining images)
 STATS_SAMPLE = 2048
 TEST_FRACTION = 0.2
 
@@ -65,12 +66,16 @@ def _check_images(images: torch.Tensor, what: str) -> None:
         raise LinsslError(f"{what} must be square uint8 images N×C×H×W, got {images.dtype} {tuple(images.shape)}")
 
 
-def _spec(images: torch.Tensor, num_classes: int) -> DatasetSpec:
-    """Side, channels, classes, and per-channel mean/std of ``images`` (uint8, N×C×H×W) in [0, 1]."""
-    x = images.double() / 255.0
+def _spec(images, num_classes: int) -> DatasetSpec:
+    """Side, channels, classes, and per-channel mean/std in [0, 1] of a strided sample of ``images`` (a uint8
+    N×C×H×W tensor, or a Dataset of (uint8 C×H×W, label) items)."""
+    step = max(1, len(images) // STATS_SAMPLE)
+    sample = images[::step] if torch.is_tensor(images) else torch.stack([images[i][0]
+                                                                        for i in range(0, len(images), step)])
+    x = sample.double() / 255.0
     mean = x.mean(dim=(0, 2, 3))
     std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)  # a constant channel is left unscaled, not divided by 0
-    return DatasetSpec(CUSTOM, int(images.shape[-1]), int(images.shape[1]), num_classes,
+    return DatasetSpec(CUSTOM, int(sample.shape[-1]), int(sample.shape[1]), num_classes,
                        tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std))
 
 
@@ -109,17 +114,25 @@ def _from_datasets(train, test, seed: int) -> ImageData:
     if not torch.is_tensor(first):
         raise LinsslError(f"dataset items must be (uint8 C×H×W tensor, label), got {type(first)}")
     _check_images(first.unsqueeze(0), "dataset images")
+    test_given = test
     if test is None:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
         cut = max(1, round(TEST_FRACTION * n))
         test, probe_train = torch.utils.data.Subset(train, order[:cut]), torch.utils.data.Subset(train, order[cut:])
     else:
         probe_train = train
-    step = max(1, n // STATS_SAMPLE)
-    sample = torch.stack([train[i][0] for i in range(0, n, step)])
-    labels = torch.tensor([int(train[i][1]) for i in range(n)] + [int(test[i][1]) for i in range(len(test))])
-    classes = int(getattr(train, "num_classes", 0)) or _num_classes(labels)
-    return ImageData(_spec(sample, classes), train, probe_train, test)
+    held_out = [] if test_given is None else [_labels(test_given)]  # a split of train has train's labels
+    classes = int(getattr(train, "num_classes", 0)) or _num_classes(_labels(train), *held_out)
+    return ImageData(_spec(train, classes), train, probe_train, test)
+
+
+def _labels(dataset) -> torch.Tensor:
+    """A Dataset's labels: its ``labels`` tensor where it has one, else read item by item (which loads every
+    image: give the Dataset ``num_classes`` or ``labels`` to spare that)."""
+    labels = getattr(dataset, "labels", None)
+    if torch.is_tensor(labels):
+        return labels
+    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
 
 
 def feature_dim_of(backbone: nn.Module, spec: DatasetSpec, feature_dim: int | None = None) -> int:
