@@ -8,7 +8,7 @@ started from the W₀ that stage 2 starts from. Its horizon matches stage 2's fl
 of lr moves the flow by lr/(1 − β), so epochs = ⌈t · (1 − β) / (lr · steps per epoch)⌉; lr = min(0.05,
 1 / curvature₀), curvature₀ = p²_max λ_max(Σ) at W₀ (explicit steps diverge above ≈ 2 / curvature, §3).
 
-Stage 4 (deep): the dataset's deep recipe (digits: arch small as in README's measured table), weight decay η.
+Stage 4 (deep): the dataset's deep recipe (digits: arch small as in docs/results.md's measured table), weight decay η.
 Measured: the final F̂, its effective rank and kept count, and per eigenvector u of F̂ the augmentation share
 uᵀΣ_aug u / uᵀΣ_tot u of its embedding variance over K views per image.
 """
@@ -62,7 +62,7 @@ def linear_schedule(W0: np.ndarray, view_cov: np.ndarray, predictor: str, t_max:
 
 def deep_config(dataset: str, data_dir: str | None, out: Path, wd: float, predictor: str, seed: int,
                 device: str, arch: str | None, epochs: int | None) -> DeepConfig:
-    """The deep stage's recipe: on digits the README's (arch small, width 8, projector 128 → 32, batch 128,
+    """The deep stage's recipe: on digits that of docs/results.md (arch small, width 8, projector 128 → 32, batch 128,
     lr 0.05 cosine, ε = 0.25, 20 epochs); elsewhere the trainer's defaults (ResNet-18, docs/theory.md §6)."""
     common = dict(dataset=dataset, data_dir=data_dir, out=str(out), wd=wd, predictor=predictor, seed=seed,
                   device=device, knn_every=0, progress=False)
