@@ -1,8 +1,8 @@
 """Networks of the deep backend: backbones, projector, predictor heads, target and loss (docs/theory.md §6).
 
 - Backbones return pooled features of size ``.feature_dim``: ResNet-18 / ResNet-50 (BasicBlock /
-  Bottleneck) with the CIFAR stem (3×3 conv stride 1, no max-pool; 32 px and 96 px inputs) or the
-  full stem (7×7 conv stride 2 + max-pool; ImageNet), ``small``, a tiny conv net for digits and
+  Bottleneck) with the CIFAR stem (3×3 conv stride 1, no max-pool; inputs of 32 px or less) or the
+  full stem (7×7 conv stride 2 + max-pool; larger inputs: STL-10, ImageNet), ``small``, a tiny conv net for digits and
   tests, and ``linear``, the linear theory's network: one bias-free linear map of the flattened, centred
   input (no projector; docs/theory.md §8).
 - Projector: Linear-BN-ReLU-Linear (DirectPred paper 512 → 128, BYOL 4096 → 256).
@@ -87,8 +87,8 @@ def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module:
 class ResNet(nn.Module):
     """ResNet backbone without the classifier: image (B, C, H, W) -> pooled features (B, feature_dim).
 
-    ``stem="cifar"``: 3×3 conv stride 1, no max-pool (32 px and 96 px inputs);
-    ``stem="imagenet"``: 7×7 conv stride 2 + 3×3 max-pool stride 2.
+    ``stem="cifar"``: 3×3 conv stride 1, no max-pool (inputs of 32 px or less: CIFAR, digits);
+    ``stem="imagenet"``: 7×7 conv stride 2 + 3×3 max-pool stride 2 (STL-10, ImageNet).
     """
 
     def __init__(self, block: type[nn.Module], layers: tuple[int, ...], in_channels: int = 3, stem: str = "cifar"):
